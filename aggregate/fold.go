@@ -1,0 +1,111 @@
+package aggregate
+
+import (
+	"github.com/streamtally/streamtally"
+)
+
+// GroupDelta is the net change of one group.
+type GroupDelta struct {
+	Count int64     // items entering minus items leaving
+	Sums  []Decimal // one per sum measure, in View.SumIndex order
+}
+
+func (g *GroupDelta) isZero() bool {
+	if g.Count != 0 {
+		return false
+	}
+	for _, s := range g.Sums {
+		if !s.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// Delta is one view's net change over a run of one shard's records. It is
+// applied to the store only if the view's fence for the shard still equals
+// After, and moves the fence to Through.
+type Delta struct {
+	View    *View
+	Shard   string
+	After   string // records up to and including this sequence number were applied before ("" if none)
+	Through string // the last sequence number folded in
+	Records int    // records folded in (after the fence)
+	Groups  map[string]*GroupDelta
+}
+
+// Empty reports whether applying d would change nothing a reader can see.
+func (d *Delta) Empty() bool { return len(d.Groups) == 0 }
+
+// Rejection says why an image contributes nothing to a view.
+type Rejection struct {
+	View   string
+	Record *streamtally.Record
+	Reason Reason
+}
+
+// Fold pre-aggregates the records of one shard that come after the fence
+// into one delta, so that the store's work grows with the groups a batch
+// touches, not with its records. reject, if not nil, hears of every new
+// image that contributes nothing.
+func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(Rejection)) *Delta {
+	d := &Delta{View: v, Shard: shard, After: after, Through: after, Groups: map[string]*GroupDelta{}}
+	for i := range recs {
+		r := &recs[i]
+		if after != "" && !streamtally.SeqLess(after, r.SequenceNumber) {
+			continue
+		}
+		d.Records++
+		d.Through = r.SequenceNumber
+		// An old image that was bad contributed nothing when it arrived, so
+		// subtracting nothing for it keeps the books balanced. Only new
+		// images are reported, so each bad image is reported once.
+		if r.Old != nil && (r.Event == streamtally.Modify || r.Event == streamtally.Remove) {
+			if c, _, ok := v.Contribute(r.Old); ok {
+				d.add(c, -1)
+			}
+		}
+		if r.New != nil && (r.Event == streamtally.Insert || r.Event == streamtally.Modify) {
+			c, reason, ok := v.Contribute(r.New)
+			if ok {
+				d.add(c, +1)
+			} else if reject != nil {
+				reject(Rejection{View: v.Name, Record: r, Reason: reason})
+			}
+		}
+	}
+	for k, g := range d.Groups {
+		if g.isZero() {
+			delete(d.Groups, k)
+		}
+	}
+	return d
+}
+
+func (d *Delta) add(c Contribution, sign int64) {
+	g := d.Groups[c.Group]
+	if g == nil {
+		g = &GroupDelta{}
+		if n := d.View.SumCount(); n > 0 {
+			g.Sums = make([]Decimal, n)
+		}
+		d.Groups[c.Group] = g
+	}
+	g.Count += sign
+	for i, s := range c.Sums {
+		if sign < 0 {
+			s = s.Neg()
+		}
+		g.Sums[i] = g.Sums[i].Add(s)
+	}
+}
+
+// Totals computes a view from scratch over a set of items, as a full scan
+// would: the reference every incremental result must equal.
+func (v *View) Totals(items []streamtally.Image) map[string]*GroupDelta {
+	recs := make([]streamtally.Record, len(items))
+	for i, it := range items {
+		recs[i] = streamtally.Record{Event: streamtally.Insert, New: it}
+	}
+	return v.Fold("", "", recs, nil).Groups
+}

@@ -1,0 +1,231 @@
+// Package aggregate folds change records into per-view deltas.
+//
+// A view groups items by one or more attributes and keeps measures per
+// group. Every item contributes to at most one group of a view: INSERT adds
+// the new image's contribution, REMOVE subtracts the old image's, MODIFY
+// does both. Because a contribution is a pure function of an image, the sum
+// of all contributions equals what a full scan of the table would give.
+package aggregate
+
+import (
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/config"
+)
+
+// Measure kinds.
+const (
+	Count = "count"
+	Sum   = "sum"
+)
+
+// View is a compiled view definition.
+type View struct {
+	Name     string
+	Measures []Measure // sorted by name
+
+	groupBy [][]string
+	sums    []int // indexes into Measures of the sum measures, in order
+}
+
+// Measure is one measure of a view.
+type Measure struct {
+	Name string
+	Kind string // Count or Sum
+	Attr string // for Sum: the dotted attribute path
+
+	path []string
+}
+
+// NewView compiles a validated view definition.
+func NewView(c config.View) *View {
+	v := &View{Name: c.Name}
+	for _, g := range c.GroupBy {
+		v.groupBy = append(v.groupBy, strings.Split(g, "."))
+	}
+	for _, m := range c.Parsed {
+		mm := Measure{Name: m.Name, Kind: m.Func, Attr: m.Attr}
+		if m.Func == Sum {
+			mm.path = strings.Split(m.Attr, ".")
+			v.sums = append(v.sums, len(v.Measures))
+		}
+		v.Measures = append(v.Measures, mm)
+	}
+	return v
+}
+
+// NewViews compiles every view of a configuration.
+func NewViews(cs []config.View) []*View {
+	vs := make([]*View, len(cs))
+	for i, c := range cs {
+		vs[i] = NewView(c)
+	}
+	return vs
+}
+
+// SumCount is how many sum measures the view has; GroupDelta.Sums has
+// this length.
+func (v *View) SumCount() int { return len(v.sums) }
+
+// SumIndex maps the i-th measure to its slot in GroupDelta.Sums, or -1 for
+// a count measure.
+func (v *View) SumIndex(i int) int {
+	for j, m := range v.sums {
+		if m == i {
+			return j
+		}
+	}
+	return -1
+}
+
+// Contribution is what one image adds to a view: one item in one group and
+// a value per sum measure.
+type Contribution struct {
+	Group string
+	Sums  []Decimal
+}
+
+// Contribute computes an image's contribution. An image that lacks a
+// group_by attribute or a summed number contributes nothing; the returned
+// reason says why.
+func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
+	var b strings.Builder
+	for i, path := range v.groupBy {
+		av, ok := lookup(img, path)
+		if !ok {
+			return Contribution{}, Reason{"missing_group_by", "missing group_by attribute " + strings.Join(path, ".")}, false
+		}
+		text, ok := groupText(av)
+		if !ok {
+			return Contribution{}, Reason{"bad_group_by", "group_by attribute " + strings.Join(path, ".") + " has unsupported type " + typeName(av)}, false
+		}
+		if i > 0 {
+			b.WriteByte('|')
+		}
+		writeEscaped(&b, text)
+	}
+	c := Contribution{Group: b.String()}
+	if len(v.sums) > 0 {
+		c.Sums = make([]Decimal, len(v.sums))
+	}
+	for j, mi := range v.sums {
+		m := &v.Measures[mi]
+		av, ok := lookup(img, m.path)
+		if !ok {
+			return Contribution{}, Reason{"missing_sum", "missing summed attribute " + m.Attr}, false
+		}
+		n, ok := av.(*types.AttributeValueMemberN)
+		if !ok {
+			return Contribution{}, Reason{"bad_sum", "summed attribute " + m.Attr + " is " + typeName(av) + ", not a number"}, false
+		}
+		d, err := ParseDecimal(n.Value)
+		if err != nil {
+			return Contribution{}, Reason{"bad_sum", "summed attribute " + m.Attr + ": " + err.Error()}, false
+		}
+		c.Sums[j] = d
+	}
+	return c, Reason{}, true
+}
+
+// Reason says why an image contributes nothing: Kind is a short label for
+// metrics, Text the line for the log.
+type Reason struct{ Kind, Text string }
+
+func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
+	av, ok := img[path[0]]
+	for _, p := range path[1:] {
+		if !ok {
+			return nil, false
+		}
+		m, isMap := av.(*types.AttributeValueMemberM)
+		if !isMap {
+			return nil, false
+		}
+		av, ok = m.Value[p]
+	}
+	return av, ok && av != nil
+}
+
+// groupText renders a group_by value as text. Only scalars make sensible
+// groups; sets, lists, maps, binary and NULL are rejected.
+func groupText(av types.AttributeValue) (string, bool) {
+	switch a := av.(type) {
+	case *types.AttributeValueMemberS:
+		return a.Value, true
+	case *types.AttributeValueMemberN:
+		d, err := ParseDecimal(a.Value)
+		if err != nil {
+			return "", false
+		}
+		return d.String(), true
+	case *types.AttributeValueMemberBOOL:
+		if a.Value {
+			return "true", true
+		}
+		return "false", true
+	}
+	return "", false
+}
+
+func typeName(av types.AttributeValue) string {
+	switch av.(type) {
+	case *types.AttributeValueMemberS:
+		return "S"
+	case *types.AttributeValueMemberN:
+		return "N"
+	case *types.AttributeValueMemberB:
+		return "B"
+	case *types.AttributeValueMemberBOOL:
+		return "BOOL"
+	case *types.AttributeValueMemberNULL:
+		return "NULL"
+	case *types.AttributeValueMemberM:
+		return "M"
+	case *types.AttributeValueMemberL:
+		return "L"
+	case *types.AttributeValueMemberSS:
+		return "SS"
+	case *types.AttributeValueMemberNS:
+		return "NS"
+	case *types.AttributeValueMemberBS:
+		return "BS"
+	}
+	return "unknown"
+}
+
+// writeEscaped writes a group_by value so that '|' can join several of
+// them unambiguously: '|' and '\' inside a value get a '\' before them.
+func writeEscaped(b *strings.Builder, s string) {
+	if !strings.ContainsAny(s, `|\`) {
+		b.WriteString(s)
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '|' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+}
+
+// SplitGroup splits a group key back into its group_by values.
+func SplitGroup(key string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case c == '\\' && i+1 < len(key):
+			i++
+			cur.WriteByte(key[i])
+		case c == '|':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	return append(out, cur.String())
+}

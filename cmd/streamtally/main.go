@@ -1,0 +1,75 @@
+// Command streamtally keeps exact counters of a DynamoDB table in Redis,
+// fed by the table's stream.
+//
+//	streamtally run --config streamtally.yaml
+//	streamtally snapshot --config streamtally.yaml --view by_platform
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/streamtally/streamtally/config"
+	"github.com/streamtally/streamtally/consumer"
+)
+
+const usage = `usage: streamtally <command> [flags]
+
+commands:
+  run       --config FILE              read the stream and keep the counters
+  snapshot  --config FILE --view NAME  print one view's counters and version as JSON
+`
+
+// Exit codes: 1 for a runtime failure, 2 for something the user must fix
+// in the configuration, the table or the command line.
+const (
+	exitFailure = 1
+	exitConfig  = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := runCLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitConfig
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout)
+	case "snapshot":
+		err = cmdSnapshot(ctx, args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "streamtally: unknown command %q\n%s", args[0], usage)
+		return exitConfig
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "streamtally: %v\n", err)
+	var cfgErr *config.Error
+	var streamErr *consumer.StreamError
+	var usageErr usageError
+	if errors.As(err, &cfgErr) || errors.As(err, &streamErr) || errors.As(err, &usageErr) {
+		return exitConfig
+	}
+	return exitFailure
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamtally/streamtally/aggregate"
+	"github.com/streamtally/streamtally/config"
+	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/publish"
+)
+
+func loadConfig(name string, args []string, extra func(*flag.FlagSet)) (*config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError(fmt.Sprintf("%s: %v", name, err))
+	}
+	return config.Load(*path)
+}
+
+func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg, err := loadConfig("run", args, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stdout, cfg.Log.Level)
+
+	aws, err := awsConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ddbSource := dynamodb.NewFromConfig(aws, endpoint[dynamodb.Options](cfg.Source.Endpoint))
+	ddbLeases := dynamodb.NewFromConfig(aws, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint))
+	streams := dynamodbstreams.NewFromConfig(aws, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint))
+
+	arn, err := consumer.ResolveStream(ctx, ddbSource, streams, cfg.Source.Table, cfg.Source.StreamARN)
+	if err != nil {
+		return err
+	}
+
+	rdb := newRedis(cfg)
+	defer rdb.Close()
+	views := aggregate.NewViews(cfg.Views)
+	store := publish.NewRedis(rdb, cfg.Redis.Prefix, views)
+	tally := aggregate.NewTally(views, store, log)
+
+	leases := consumer.NewLeaseTable(ddbLeases, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
+	worker := consumer.NewWorker(streams, arn, leases, tally, consumer.Options{
+		WorkerID:      cfg.Checkpoint.WorkerID,
+		StartLatest:   cfg.Source.Start == config.StartLatest,
+		PollInterval:  cfg.Source.PollInterval,
+		BatchSize:     cfg.Source.BatchSize,
+		SyncInterval:  cfg.Checkpoint.SyncInterval,
+		LeaseDuration: cfg.Checkpoint.LeaseDuration,
+		ShutdownGrace: cfg.Checkpoint.ShutdownGrace,
+	}, log)
+
+	log.Info("starting", "stream", arn, "lease_table", cfg.Checkpoint.Table, "worker", cfg.Checkpoint.WorkerID,
+		"redis", cfg.Redis.Addr, "prefix", cfg.Redis.Prefix, "views", len(views))
+	start := time.Now()
+	if err := worker.Run(ctx); err != nil {
+		return err
+	}
+	ws, ts := worker.Stats(), tally.Stats()
+	log.Info("stopped", "after", time.Since(start).Round(time.Millisecond).String(),
+		"batches", ws.Batches.Load(), "records", ws.Records.Load(),
+		"rejected", ts.Rejected.Load(), "replayed", ts.Replayed.Load(), "trimmed", ws.Trimmed.Load())
+	return nil
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated in config
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func awsConfig(ctx context.Context, cfg *config.Config) (aws.Config, error) {
+	opts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = 5
+				o.MaxBackoff = 2 * time.Second
+			})
+		}),
+	}
+	if cfg.Source.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(cfg.Source.Region))
+	}
+	// DynamoDB Local accepts any signature; without this a laptop with no
+	// AWS credentials could not run against it.
+	if cfg.Source.Endpoint != "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
+		if cfg.Source.Region == "" {
+			opts = append(opts, awsconfig.WithRegion("us-east-1"))
+		}
+	}
+	c, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return c, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if c.Region == "" {
+		return c, usageError("source.region: no AWS region; set source.region or AWS_REGION")
+	}
+	return c, nil
+}
+
+// endpoint points a client at a custom endpoint such as DynamoDB Local.
+func endpoint[O dynamodb.Options | dynamodbstreams.Options](url string) func(*O) {
+	return func(o *O) {
+		if url == "" {
+			return
+		}
+		switch o := any(o).(type) {
+		case *dynamodb.Options:
+			o.BaseEndpoint = aws.String(url)
+		case *dynamodbstreams.Options:
+			o.BaseEndpoint = aws.String(url)
+		}
+	}
+}
+
+func newRedis(cfg *config.Config) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:    []string{cfg.Redis.Addr},
+		Username: cfg.Redis.Username,
+		Password: cfg.Redis.Password,
+		DB:       cfg.Redis.DB,
+	})
+}

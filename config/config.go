@@ -1,0 +1,313 @@
+// Package config loads and validates streamtally's configuration once, into
+// typed structs. Nothing else in the program reads files or environment for
+// settings.
+package config
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole validated configuration.
+type Config struct {
+	Source     Source     `mapstructure:"source"`
+	Checkpoint Checkpoint `mapstructure:"checkpoint"`
+	Redis      Redis      `mapstructure:"redis"`
+	Log        Log        `mapstructure:"log"`
+	Views      []View     `mapstructure:"views"`
+}
+
+// Source says which stream to read and how.
+type Source struct {
+	Table        string        `mapstructure:"table"`
+	StreamARN    string        `mapstructure:"stream_arn"`
+	Endpoint     string        `mapstructure:"endpoint"`
+	Region       string        `mapstructure:"region"`
+	Start        string        `mapstructure:"start"`
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+	BatchSize    int           `mapstructure:"batch_size"`
+}
+
+// Start positions for shards that have no checkpoint yet.
+const (
+	StartTrimHorizon = "trim_horizon"
+	StartLatest      = "latest"
+)
+
+// Checkpoint configures the KCL lease table.
+type Checkpoint struct {
+	App           string        `mapstructure:"app"`
+	Table         string        `mapstructure:"table"`
+	Endpoint      string        `mapstructure:"endpoint"`
+	WorkerID      string        `mapstructure:"worker_id"`
+	LeaseDuration time.Duration `mapstructure:"lease_duration"`
+	SyncInterval  time.Duration `mapstructure:"sync_interval"`
+	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+}
+
+// Redis says where counters live.
+type Redis struct {
+	Addr     string `mapstructure:"addr"`
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	DB       int    `mapstructure:"db"`
+	Prefix   string `mapstructure:"prefix"`
+}
+
+// Log configures the process log.
+type Log struct {
+	Level string `mapstructure:"level"`
+}
+
+// View is one declared aggregation.
+type View struct {
+	Name     string            `mapstructure:"name"`
+	GroupBy  []string          `mapstructure:"group_by"`
+	Measures map[string]string `mapstructure:"measures"`
+
+	// Parsed from Measures by Load, sorted by name.
+	Parsed []Measure `mapstructure:"-"`
+}
+
+// Measure is one parsed measure of a view.
+type Measure struct {
+	Name string
+	Func string // "count" or "sum"
+	Attr string // dotted attribute path, for sum
+}
+
+// Error is a configuration problem; the CLI exits 2 on it.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return "config: " + e.msg }
+
+func errorf(format string, args ...any) error { return &Error{fmt.Sprintf(format, args...)} }
+
+// defaults lists every scalar key. Registering them is also what lets
+// STREAMTALLY_<SECTION>_<KEY> override keys absent from the file.
+var defaults = map[string]any{
+	"source.table":              "",
+	"source.stream_arn":         "",
+	"source.endpoint":           "",
+	"source.region":             "",
+	"source.start":              StartTrimHorizon,
+	"source.poll_interval":      "250ms",
+	"source.batch_size":         1000,
+	"checkpoint.app":            "streamtally",
+	"checkpoint.table":          "",
+	"checkpoint.endpoint":       "",
+	"checkpoint.worker_id":      "",
+	"checkpoint.lease_duration": "10s",
+	"checkpoint.sync_interval":  "5s",
+	"checkpoint.shutdown_grace": "20s",
+	"redis.addr":                "127.0.0.1:6379",
+	"redis.username":            "",
+	"redis.password":            "",
+	"redis.db":                  0,
+	"redis.prefix":              "tally",
+	"log.level":                 "info",
+}
+
+// Keys returns every scalar configuration key, sorted; for documentation
+// and tests.
+func Keys() []string {
+	keys := make([]string, 0, len(defaults))
+	for k := range defaults {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Default returns the default of a scalar key as text.
+func Default(key string) string { return fmt.Sprint(defaults[key]) }
+
+// EnvName is the environment variable that overrides key.
+func EnvName(key string) string {
+	return "STREAMTALLY_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// Load reads the YAML file at path (may be empty: environment and defaults
+// only), applies environment overrides and validates the result.
+func Load(path string) (*Config, error) {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("STREAMTALLY")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, errorf("%v", err)
+		}
+		defer f.Close()
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(f); err != nil {
+			return nil, errorf("%s: %s", path, oneLine(err))
+		}
+	}
+	var c Config
+	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, errorf("%s", describeDecodeError(err))
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	sumRE     = regexp.MustCompile(`^sum\(\s*([^()\s]+)\s*\)$`)
+	pathRE    = regexp.MustCompile(`^[^.\s]+(\.[^.\s]+)*$`)
+	logLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+)
+
+func (c *Config) validate() error {
+	s := &c.Source
+	s.Start = strings.ToLower(s.Start)
+	switch {
+	case s.Table == "" && s.StreamARN == "":
+		return errorf("source.table or source.stream_arn: one is required")
+	case s.Start != StartTrimHorizon && s.Start != StartLatest:
+		return errorf("source.start: %q is not trim_horizon or latest", s.Start)
+	case s.PollInterval <= 0:
+		return errorf("source.poll_interval: must be positive, got %s", s.PollInterval)
+	case s.BatchSize < 1 || s.BatchSize > 1000:
+		return errorf("source.batch_size: %d is outside 1..1000 (the GetRecords limit)", s.BatchSize)
+	}
+	cp := &c.Checkpoint
+	if !nameRE.MatchString(cp.App) {
+		return errorf("checkpoint.app: %q must be letters, digits, '_', '.', '-'", cp.App)
+	}
+	if cp.Table == "" {
+		cp.Table = cp.App
+	}
+	if cp.Endpoint == "" {
+		cp.Endpoint = s.Endpoint
+	}
+	if cp.WorkerID == "" {
+		cp.WorkerID = defaultWorkerID()
+	}
+	switch {
+	case cp.LeaseDuration < time.Second:
+		return errorf("checkpoint.lease_duration: %s is below 1s", cp.LeaseDuration)
+	case cp.SyncInterval <= 0:
+		return errorf("checkpoint.sync_interval: must be positive, got %s", cp.SyncInterval)
+	case cp.ShutdownGrace <= 0:
+		return errorf("checkpoint.shutdown_grace: must be positive, got %s", cp.ShutdownGrace)
+	}
+	r := &c.Redis
+	switch {
+	case r.Addr == "":
+		return errorf("redis.addr: required")
+	case !nameRE.MatchString(r.Prefix) || strings.ContainsAny(r.Prefix, "{}"):
+		return errorf("redis.prefix: %q must be letters, digits, '_', '.', '-'", r.Prefix)
+	case !logLevels[strings.ToLower(c.Log.Level)]:
+		return errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	c.Log.Level = strings.ToLower(c.Log.Level)
+	if len(c.Views) == 0 {
+		return errorf("views: at least one view is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Views {
+		if err := c.Views[i].validate(fmt.Sprintf("views[%d]", i), seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *View) validate(at string, seen map[string]bool) error {
+	if !nameRE.MatchString(v.Name) {
+		return errorf("%s.name: %q must be letters, digits, '_', '.', '-'", at, v.Name)
+	}
+	at = fmt.Sprintf("views[%s]", v.Name)
+	if seen[v.Name] {
+		return errorf("%s: duplicate view name", at)
+	}
+	seen[v.Name] = true
+	if len(v.GroupBy) == 0 {
+		return errorf("%s.group_by: at least one attribute is required", at)
+	}
+	for _, p := range v.GroupBy {
+		if !pathRE.MatchString(p) {
+			return errorf("%s.group_by: %q is not an attribute path", at, p)
+		}
+	}
+	if len(v.Measures) == 0 {
+		return errorf("%s.measures: at least one measure is required", at)
+	}
+	v.Parsed = v.Parsed[:0]
+	for name, fn := range v.Measures {
+		if !nameRE.MatchString(name) || strings.HasPrefix(name, "_") {
+			return errorf("%s.measures.%s: names must be letters, digits, '_', '.', '-' and not start with '_'", at, name)
+		}
+		fn = strings.TrimSpace(fn)
+		switch m := sumRE.FindStringSubmatch(fn); {
+		case fn == "count":
+			v.Parsed = append(v.Parsed, Measure{Name: name, Func: "count"})
+		case m != nil && pathRE.MatchString(m[1]):
+			v.Parsed = append(v.Parsed, Measure{Name: name, Func: "sum", Attr: m[1]})
+		default:
+			return errorf("%s.measures.%s: unknown function %q (want count or sum(<attribute>))", at, name, fn)
+		}
+	}
+	sort.Slice(v.Parsed, func(i, j int) bool { return v.Parsed[i].Name < v.Parsed[j].Name })
+	return nil
+}
+
+func defaultWorkerID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	return fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()%1_000_000)
+}
+
+// describeDecodeError turns mapstructure's multi-line report into one line
+// that names the keys.
+func describeDecodeError(err error) string {
+	var msgs []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line == "" || strings.HasPrefix(line, "decoding failed") || strings.HasSuffix(line, "error(s) decoding:") {
+			continue
+		}
+		msgs = append(msgs, line)
+	}
+	if len(msgs) == 0 {
+		return oneLine(err)
+	}
+	sort.Strings(msgs)
+	return strings.Join(msgs, "; ")
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// Redacted returns a copy safe to print: secrets replaced.
+func (c Config) Redacted() Config {
+	if c.Redis.Password != "" {
+		c.Redis.Password = "REDACTED"
+	}
+	return c
+}

@@ -1,0 +1,223 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
+	kclconfig "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
+	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
+	"github.com/vmware/vmware-go-kcl-v2/logger"
+)
+
+// ShardEnd is the checkpoint of a shard read to its end.
+const ShardEnd = checkpoint.ShardEnd
+
+// workerRowPrefix marks the rows in which workers announce they are alive.
+// They let a worker that holds no lease yet count in the share, so shards
+// spread over every running process, not only the ones that came first.
+const workerRowPrefix = "_worker:"
+
+// ErrLeaseLost means another worker owns the lease now.
+var ErrLeaseLost = errors.New("lease lost")
+
+// Lease is one row of the lease table.
+type Lease struct {
+	Shard      string
+	Parent     string
+	Owner      string
+	Checkpoint string // a sequence number, ShardEnd, or "" (not started)
+	Timeout    time.Time
+}
+
+// LeaseTable keeps leases and checkpoints in DynamoDB, in the table layout
+// of vmware-go-kcl-v2, whose checkpointer creates the table and takes
+// leases. Renewals and checkpoints are conditional on still owning the
+// lease: the library writes checkpoints unconditionally, which would let a
+// worker whose lease expired overwrite its successor's row.
+type LeaseTable struct {
+	kcl      *checkpoint.DynamoCheckpoint
+	ddb      *dynamodb.Client
+	table    string
+	worker   string
+	duration time.Duration
+	now      func() time.Time
+}
+
+// NewLeaseTable returns the lease table of application app.
+func NewLeaseTable(ddb *dynamodb.Client, app, table, worker string, duration time.Duration, log *slog.Logger) *LeaseTable {
+	cfg := kclconfig.NewKinesisClientLibConfig(app, app, "local", worker).
+		WithTableName(table).
+		WithFailoverTimeMillis(int(duration / time.Millisecond)).
+		WithLogger(kclLogger{log.With("component", "kcl")})
+	return &LeaseTable{
+		kcl:      checkpoint.NewDynamoCheckpoint(cfg).WithDynamoDB(ddb),
+		ddb:      ddb,
+		table:    table,
+		worker:   worker,
+		duration: duration,
+		now:      time.Now,
+	}
+}
+
+// Init creates the table if it is absent and waits until it is usable.
+func (t *LeaseTable) Init(ctx context.Context) error {
+	if err := t.kcl.Init(); err != nil {
+		var inUse *ddbtypes.ResourceInUseException
+		if !errors.As(err, &inUse) { // another worker created it first
+			return fmt.Errorf("create lease table %s: %w", t.table, err)
+		}
+	}
+	w := dynamodb.NewTableExistsWaiter(t.ddb, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay, o.MaxDelay = 200*time.Millisecond, 2*time.Second
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(t.table)}, 2*time.Minute); err != nil {
+		return fmt.Errorf("wait for lease table %s: %w", t.table, err)
+	}
+	return nil
+}
+
+// List reads every shard lease and the set of live workers.
+func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]bool, error) {
+	leases := map[string]Lease{}
+	workers := map[string]bool{}
+	now := t.now()
+	p := dynamodb.NewScanPaginator(t.ddb, &dynamodb.ScanInput{TableName: aws.String(t.table), ConsistentRead: aws.Bool(true)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("scan lease table %s: %w", t.table, err)
+		}
+		for _, it := range page.Items {
+			l := Lease{
+				Shard:      str(it[checkpoint.LeaseKeyKey]),
+				Parent:     str(it[checkpoint.ParentShardIdKey]),
+				Owner:      str(it[checkpoint.LeaseOwnerKey]),
+				Checkpoint: str(it[checkpoint.SequenceNumberKey]),
+			}
+			l.Timeout, _ = time.Parse(time.RFC3339Nano, str(it[checkpoint.LeaseTimeoutKey]))
+			if strings.HasPrefix(l.Shard, workerRowPrefix) {
+				if now.Before(l.Timeout) {
+					workers[l.Owner] = true
+				}
+				continue
+			}
+			leases[l.Shard] = l
+		}
+	}
+	return leases, workers, nil
+}
+
+// Acquire takes the lease of shard through the library's conditional
+// claim, which fails if another worker holds an unexpired lease. It returns
+// the shard's checkpoint.
+func (t *LeaseTable) Acquire(s Shard) (string, error) {
+	st := &partition.ShardStatus{ID: s.ID, ParentShardId: s.Parent, Mux: &sync.RWMutex{}}
+	if err := t.kcl.FetchCheckpoint(st); err != nil && !errors.Is(err, checkpoint.ErrSequenceIDNotFound) {
+		return "", fmt.Errorf("read checkpoint of shard %s: %w", s.ID, err)
+	}
+	if err := t.kcl.GetLease(st, t.worker); err != nil {
+		return "", fmt.Errorf("take lease of shard %s: %w", s.ID, err)
+	}
+	return st.GetCheckpoint(), nil
+}
+
+// Renew extends this worker's lease of shard.
+func (t *LeaseTable) Renew(ctx context.Context, shard string) error {
+	return t.updateOwned(ctx, shard, checkpoint.LeaseTimeoutKey, t.now().Add(t.duration).UTC().Format(time.RFC3339Nano))
+}
+
+// Checkpoint records that everything up to seq (or ShardEnd) is applied.
+func (t *LeaseTable) Checkpoint(ctx context.Context, shard, seq string) error {
+	return t.updateOwned(ctx, shard, checkpoint.SequenceNumberKey, seq)
+}
+
+func (t *LeaseTable) updateOwned(ctx context.Context, shard, attr, value string) error {
+	_, err := t.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(t.table),
+		Key:                       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: shard}},
+		UpdateExpression:          aws.String("SET #a = :v"),
+		ConditionExpression:       aws.String("#o = :me"),
+		ExpressionAttributeNames:  map[string]string{"#a": attr, "#o": checkpoint.LeaseOwnerKey},
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberS{Value: value}, ":me": &ddbtypes.AttributeValueMemberS{Value: t.worker}},
+	})
+	var failed *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return fmt.Errorf("shard %s: %w", shard, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("update %s of shard %s: %w", attr, shard, err)
+	}
+	return nil
+}
+
+// Release gives up this worker's lease of shard so that another worker can
+// take it at once instead of waiting for it to expire.
+func (t *LeaseTable) Release(shard string) error {
+	err := t.kcl.RemoveLeaseOwner(shard)
+	var failed *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return nil // not ours any more: nothing to release
+	}
+	if err != nil {
+		return fmt.Errorf("release lease of shard %s: %w", shard, err)
+	}
+	return nil
+}
+
+// Heartbeat announces that this worker is alive until now + duration.
+func (t *LeaseTable) Heartbeat(ctx context.Context) error {
+	_, err := t.ddb.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(t.table),
+		Item: map[string]ddbtypes.AttributeValue{
+			checkpoint.LeaseKeyKey:     &ddbtypes.AttributeValueMemberS{Value: workerRowPrefix + t.worker},
+			checkpoint.LeaseOwnerKey:   &ddbtypes.AttributeValueMemberS{Value: t.worker},
+			checkpoint.LeaseTimeoutKey: &ddbtypes.AttributeValueMemberS{Value: t.now().Add(t.duration).UTC().Format(time.RFC3339Nano)},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat of worker %s: %w", t.worker, err)
+	}
+	return nil
+}
+
+// Leave removes this worker's heartbeat row.
+func (t *LeaseTable) Leave(ctx context.Context) error {
+	_, err := t.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(t.table),
+		Key:       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: workerRowPrefix + t.worker}},
+	})
+	return err
+}
+
+func str(av ddbtypes.AttributeValue) string {
+	if s, ok := av.(*ddbtypes.AttributeValueMemberS); ok {
+		return s.Value
+	}
+	return ""
+}
+
+// kclLogger routes the library's log lines into slog.
+type kclLogger struct{ l *slog.Logger }
+
+func (k kclLogger) Debugf(f string, a ...any) { k.l.Debug(fmt.Sprintf(f, a...)) }
+func (k kclLogger) Infof(f string, a ...any)  { k.l.Debug(fmt.Sprintf(f, a...)) }
+func (k kclLogger) Warnf(f string, a ...any)  { k.l.Warn(fmt.Sprintf(f, a...)) }
+func (k kclLogger) Errorf(f string, a ...any) { k.l.Error(fmt.Sprintf(f, a...)) }
+func (k kclLogger) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+func (k kclLogger) Panicf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+func (k kclLogger) WithFields(f logger.Fields) logger.Logger {
+	args := make([]any, 0, 2*len(f))
+	for key, v := range f {
+		args = append(args, key, v)
+	}
+	return kclLogger{k.l.With(args...)}
+}

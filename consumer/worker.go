@@ -1,0 +1,321 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/streamtally/streamtally"
+)
+
+// Handler receives each shard's batches in order. The consumer checkpoints
+// past a batch only after HandleBatch returns nil, and hands the same
+// batch again after an error.
+type Handler interface {
+	HandleBatch(ctx context.Context, shard string, recs []streamtally.Record) error
+	// ShardReleased says this worker no longer reads shard.
+	ShardReleased(shard string)
+}
+
+// Options tune a Worker.
+type Options struct {
+	WorkerID      string
+	StartLatest   bool          // start shards without checkpoint at LATEST instead of TRIM_HORIZON
+	PollInterval  time.Duration // wait after an empty read
+	BatchSize     int           // records per GetRecords, at most 1000
+	SyncInterval  time.Duration // how often shards and leases are listed
+	LeaseDuration time.Duration
+	ShutdownGrace time.Duration // how long the batches in flight may take after a stop
+}
+
+// Stats counts what the consumer did.
+type Stats struct {
+	Batches, Records                        atomic.Int64
+	ReadErrors, ApplyErrors                 atomic.Int64
+	ExpiredIterators, Trimmed               atomic.Int64
+	LeasesTaken, LeasesLost, LeasesReleased atomic.Int64
+	LeasesHeld                              atomic.Int64
+}
+
+// Worker reads the shards of one stream that it holds leases for.
+type Worker struct {
+	streams Streams
+	arn     string
+	leases  *LeaseTable
+	handler Handler
+	opt     Options
+	log     *slog.Logger
+	stats   Stats
+
+	mu   sync.Mutex
+	runs map[string]*shardRun
+	wg   sync.WaitGroup
+	wake chan struct{}
+}
+
+type shardRun struct {
+	shard              Shard
+	stopRead, stopWork context.CancelFunc
+	stopping           bool
+}
+
+// NewWorker returns a worker for the stream arn.
+func NewWorker(streams Streams, arn string, leases *LeaseTable, h Handler, opt Options, log *slog.Logger) *Worker {
+	return &Worker{
+		streams: streams, arn: arn, leases: leases, handler: h, opt: opt,
+		log:  log.With("worker", opt.WorkerID),
+		runs: map[string]*shardRun{}, wake: make(chan struct{}, 1),
+	}
+}
+
+// Stats returns the live counters.
+func (w *Worker) Stats() *Stats { return &w.stats }
+
+// Run works until ctx ends, then stops reading, lets the batches in flight
+// finish and checkpoint, releases its leases and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.leases.Init(ctx); err != nil {
+		return err
+	}
+	// Leases are renewed until every shard has stopped, shutdown included,
+	// so a slow final batch does not let the lease lapse under it.
+	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		w.renewLoop(renewCtx)
+	}()
+	defer func() {
+		stopRenew()
+		<-renewDone
+		leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := w.leases.Leave(leaveCtx); err != nil {
+			w.log.Warn("could not remove worker row", "err", err)
+		}
+	}()
+
+	if err := w.leases.Heartbeat(ctx); err != nil {
+		w.log.Warn("heartbeat failed", "err", err)
+	}
+	t := time.NewTicker(w.opt.SyncInterval)
+	defer t.Stop()
+	for {
+		if err := w.sync(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("shard sync failed; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			w.shutdown()
+			return nil
+		case <-t.C:
+		case <-w.wake:
+		}
+	}
+}
+
+func (w *Worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sync lists shards and leases, sheds leases above this worker's share and
+// takes free or expired leases of shards whose parent is finished.
+func (w *Worker) sync(ctx context.Context) error {
+	shards, err := listShards(ctx, w.streams, w.arn)
+	if err != nil {
+		return err
+	}
+	leases, workers, err := w.leases.List(ctx)
+	if err != nil {
+		return err
+	}
+	workers[w.opt.WorkerID] = true
+	ready := w.readyShards(shards, leases)
+	target := (len(ready) + len(workers) - 1) / len(workers)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	held := 0
+	for _, r := range w.runs {
+		if !r.stopping {
+			held++
+		}
+	}
+	for id, r := range w.runs {
+		if held <= target {
+			break
+		}
+		if !r.stopping {
+			w.log.Info("releasing lease to share shards with other workers", "shard", id, "workers", len(workers), "target", target)
+			r.stopping = true
+			r.stopRead()
+			held--
+		}
+	}
+	now := time.Now()
+	for _, s := range ready {
+		if held >= target || ctx.Err() != nil {
+			break
+		}
+		if _, mine := w.runs[s.ID]; mine {
+			continue
+		}
+		l := leases[s.ID]
+		if l.Owner != "" && l.Owner != w.opt.WorkerID && now.Before(l.Timeout) {
+			continue
+		}
+		cp, err := w.leases.Acquire(s)
+		if err != nil {
+			w.log.Debug("lease not taken", "shard", s.ID, "err", err)
+			continue
+		}
+		initial := types.ShardIteratorTypeTrimHorizon
+		if _, lineage := leases[s.Parent]; w.opt.StartLatest && !(s.Parent != "" && lineage) {
+			initial = types.ShardIteratorTypeLatest
+		}
+		w.start(s, cp, initial, l.Owner)
+		held++
+	}
+	return nil
+}
+
+// readyShards are the shards that can be read now: not finished, and whose
+// parent is finished, so that an item's changes are folded in order even
+// when they span a shard split.
+func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
+	byID := make(map[string]Shard, len(shards))
+	for _, s := range shards {
+		byID[s.ID] = s
+	}
+	finished := func(id string) bool {
+		if l, ok := leases[id]; ok {
+			return l.Checkpoint == ShardEnd
+		}
+		s, ok := byID[id]
+		if !ok {
+			return true // trimmed from the stream: nothing left to read
+		}
+		// Starting at LATEST, a shard that was already closed holds nothing
+		// new, unless it descends from a shard we have read.
+		_, lineage := leases[s.Parent]
+		return w.opt.StartLatest && s.Closed && !(s.Parent != "" && lineage)
+	}
+	var ready []Shard
+	for _, s := range shards {
+		if finished(s.ID) || (s.Parent != "" && !finished(s.Parent)) {
+			continue
+		}
+		ready = append(ready, s)
+	}
+	return ready
+}
+
+// start runs a reader for a shard whose lease this worker just took.
+// Called with w.mu held.
+func (w *Worker) start(s Shard, cp string, initial types.ShardIteratorType, prevOwner string) {
+	log := w.log.With("shard", s.ID)
+	w.stats.LeasesTaken.Add(1)
+	w.stats.LeasesHeld.Add(1)
+	log.Info("lease taken", "checkpoint", cp, "previous_owner", prevOwner)
+	r := &shardReader{w: w, shard: s, initial: initial, log: log}
+	if cp != ShardEnd {
+		r.last = cp
+	}
+	readCtx, stopRead := context.WithCancel(context.Background())
+	workCtx, stopWork := context.WithCancel(context.Background())
+	w.runs[s.ID] = &shardRun{shard: s, stopRead: stopRead, stopWork: stopWork}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer stopWork()
+		defer stopRead()
+		o := r.run(readCtx, workCtx)
+		if o != lost {
+			if err := w.leases.Release(s.ID); err != nil {
+				log.Warn("lease not released; it will expire", "err", err)
+			} else {
+				w.stats.LeasesReleased.Add(1)
+			}
+		} else {
+			w.stats.LeasesLost.Add(1)
+		}
+		log.Info("shard reader stopped", "outcome", o.String())
+		w.handler.ShardReleased(s.ID)
+		w.mu.Lock()
+		delete(w.runs, s.ID)
+		w.mu.Unlock()
+		w.stats.LeasesHeld.Add(-1)
+		w.poke()
+	}()
+}
+
+// renewLoop renews held leases and the worker's heartbeat well before they
+// expire. A lease that cannot be renewed because another worker took it
+// stops its reader at once.
+func (w *Worker) renewLoop(ctx context.Context) {
+	t := time.NewTicker(w.opt.LeaseDuration / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.leases.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("heartbeat failed", "err", err)
+		}
+		w.mu.Lock()
+		runs := make([]*shardRun, 0, len(w.runs))
+		for _, r := range w.runs {
+			runs = append(runs, r)
+		}
+		w.mu.Unlock()
+		for _, r := range runs {
+			err := w.leases.Renew(ctx, r.shard.ID)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrLeaseLost):
+				w.log.Warn("lease lost to another worker; stopping shard", "shard", r.shard.ID)
+				r.stopRead()
+				r.stopWork()
+			case ctx.Err() == nil:
+				w.log.Warn("lease renewal failed; will retry", "shard", r.shard.ID, "err", err)
+			}
+		}
+	}
+}
+
+// shutdown stops every reader, gives the batches in flight the grace
+// period, and waits for all of them.
+func (w *Worker) shutdown() {
+	w.mu.Lock()
+	for _, r := range w.runs {
+		r.stopRead()
+	}
+	w.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		w.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(w.opt.ShutdownGrace):
+	}
+	w.log.Warn("shutdown grace period over; abandoning batches in flight, they will be read again", "grace", w.opt.ShutdownGrace)
+	w.mu.Lock()
+	for _, r := range w.runs {
+		r.stopWork()
+	}
+	w.mu.Unlock()
+	<-done
+}

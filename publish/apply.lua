@@ -1,0 +1,120 @@
+-- Applies one view's pre-aggregated delta for one shard, atomically:
+-- measure hashes, item counts, fence, version and the pub/sub message.
+--
+-- KEYS[1] meta hash, KEYS[2] item-count hash, KEYS[3..] one hash per measure
+-- ARGV[1] fence field        ARGV[2] expected fence ('' = none)
+-- ARGV[3] new fence          ARGV[4] updated_ms
+-- ARGV[5] channel            ARGV[6], ARGV[7] message around the version
+-- ARGV[8] measure kinds, one letter per measure key: c(ount) or s(um)
+-- ARGV[9..] per group: key, count delta, then one decimal delta per sum
+--
+-- Returns {1, version} when applied, {0, current fence} when the fence moved.
+
+-- Sums are exact decimals kept as strings: Lua numbers are doubles, and
+-- HINCRBYFLOAT is a long double, so neither may touch them.
+local function parse(s)
+  local neg = string.sub(s, 1, 1) == '-'
+  if neg then s = string.sub(s, 2) end
+  local i, f = string.match(s, '^(%d*)%.?(%d*)$')
+  return neg, i or '0', f or ''
+end
+
+local function add_digits(a, b)
+  local out, carry = {}, 0
+  for k = #a, 1, -1 do
+    local d = string.byte(a, k) + string.byte(b, k) - 96 + carry
+    if d >= 10 then d, carry = d - 10, 1 else carry = 0 end
+    out[k] = d
+  end
+  local r = table.concat(out)
+  if carry == 1 then r = '1' .. r end
+  return r
+end
+
+-- a >= b, same length
+local function sub_digits(a, b)
+  local out, borrow = {}, 0
+  for k = #a, 1, -1 do
+    local d = string.byte(a, k) - string.byte(b, k) - borrow
+    if d < 0 then d, borrow = d + 10, 1 else borrow = 0 end
+    out[k] = d
+  end
+  return table.concat(out)
+end
+
+local function dec_add(a, b)
+  local an, ai, af = parse(a)
+  local bn, bi, bf = parse(b)
+  local fl = math.max(#af, #bf)
+  af = af .. string.rep('0', fl - #af)
+  bf = bf .. string.rep('0', fl - #bf)
+  local ad, bd = ai .. af, bi .. bf
+  local l = math.max(#ad, #bd)
+  ad = string.rep('0', l - #ad) .. ad
+  bd = string.rep('0', l - #bd) .. bd
+  local rd, rneg
+  if an == bn then
+    rd, rneg = add_digits(ad, bd), an
+  elseif ad >= bd then
+    rd, rneg = sub_digits(ad, bd), an
+  else
+    rd, rneg = sub_digits(bd, ad), bn
+  end
+  local ip = string.gsub(string.sub(rd, 1, #rd - fl), '^0+', '')
+  local fp = string.gsub(string.sub(rd, #rd - fl + 1), '0+$', '')
+  if ip == '' then ip = '0' end
+  local r = ip
+  if fp ~= '' then r = r .. '.' .. fp end
+  if r == '0' then return '0' end
+  if rneg then return '-' .. r end
+  return r
+end
+
+local meta, items = KEYS[1], KEYS[2]
+local cur = redis.call('HGET', meta, ARGV[1]) or ''
+if cur ~= ARGV[2] then
+  return {0, cur}
+end
+
+local kinds = ARGV[8]
+local nm = #kinds
+local nsum = 0
+for k = 1, nm do
+  if string.sub(kinds, k, k) == 's' then nsum = nsum + 1 end
+end
+
+local i = 9
+while i <= #ARGV do
+  local g, dc = ARGV[i], tonumber(ARGV[i + 1])
+  local n
+  if dc ~= 0 then
+    n = redis.call('HINCRBY', items, g, dc)
+  else
+    n = tonumber(redis.call('HGET', items, g) or '0')
+  end
+  if n == 0 then
+    -- The group has no items left: it leaves every hash of the view.
+    redis.call('HDEL', items, g)
+    for k = 1, nm do redis.call('HDEL', KEYS[2 + k], g) end
+  else
+    local s = 0
+    for k = 1, nm do
+      if string.sub(kinds, k, k) == 'c' then
+        if dc ~= 0 then redis.call('HSET', KEYS[2 + k], g, n) end
+      else
+        s = s + 1
+        local d = ARGV[i + 1 + s]
+        if d ~= '0' then
+          local old = redis.call('HGET', KEYS[2 + k], g) or '0'
+          redis.call('HSET', KEYS[2 + k], g, dec_add(old, d))
+        end
+      end
+    end
+  end
+  i = i + 2 + nsum
+end
+
+redis.call('HSET', meta, ARGV[1], ARGV[3], 'updated_ms', ARGV[4])
+local v = redis.call('HINCRBY', meta, 'version', 1)
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. v .. ARGV[7])
+return {1, v}

@@ -1,0 +1,200 @@
+// Package publish applies view deltas to Redis and announces them on
+// pub/sub. It owns the Redis data contract that dashboards read:
+//
+//	<prefix>:{<view>}:<measure>  HASH group key -> exact decimal string
+//	<prefix>:{<view>}:_meta      HASH version, updated_ms (+ internal fields)
+//	<prefix>:{<view>}            channel, one JSON message per version
+//
+// The braces are a Redis Cluster hash tag: a view's keys share one slot, so
+// one script can update them all atomically.
+package publish
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamtally/streamtally/aggregate"
+)
+
+//go:embed apply.lua
+var applySource string
+
+var applyScript = redis.NewScript(applySource)
+
+// Internal hashes and fields. Readers may ignore them.
+const (
+	metaSuffix  = "_meta"
+	itemsSuffix = "_items"
+	fencePrefix = "fence:"
+)
+
+// Keys names one view's Redis keys.
+type Keys struct {
+	prefix, view string
+}
+
+// KeysFor returns the key names of a view under prefix.
+func KeysFor(prefix, view string) Keys { return Keys{prefix, view} }
+
+// Channel is the view's pub/sub channel.
+func (k Keys) Channel() string { return k.prefix + ":{" + k.view + "}" }
+
+// Measure is the hash holding one measure.
+func (k Keys) Measure(name string) string { return k.Channel() + ":" + name }
+
+// Meta is the view's metadata hash.
+func (k Keys) Meta() string { return k.Measure(metaSuffix) }
+
+// Items is the view's internal item-count hash, kept even without a count
+// measure so that empty groups can be removed.
+func (k Keys) Items() string { return k.Measure(itemsSuffix) }
+
+// Redis is a Store backed by a Redis server or cluster.
+type Redis struct {
+	client redis.UniversalClient
+	prefix string
+	views  []*aggregate.View
+	now    func() time.Time
+}
+
+// NewRedis returns a store for views on client.
+func NewRedis(client redis.UniversalClient, prefix string, views []*aggregate.View) *Redis {
+	return &Redis{client: client, prefix: prefix, views: views, now: time.Now}
+}
+
+// Fences implements aggregate.Store.
+func (r *Redis) Fences(ctx context.Context, shard string) (map[string]string, error) {
+	cmds := make([]*redis.StringCmd, len(r.views))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, v := range r.views {
+			cmds[i] = p.HGet(ctx, KeysFor(r.prefix, v.Name).Meta(), fencePrefix+shard)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make(map[string]string, len(r.views))
+	for i, v := range r.views {
+		if s, err := cmds[i].Result(); err == nil {
+			out[v.Name] = s
+		}
+	}
+	return out, nil
+}
+
+// Apply implements aggregate.Store: one script call per view delta.
+func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
+	k := KeysFor(r.prefix, d.View.Name)
+	keys := make([]string, 0, 2+len(d.View.Measures))
+	keys = append(keys, k.Meta(), k.Items())
+	var kinds strings.Builder
+	for _, m := range d.View.Measures {
+		keys = append(keys, k.Measure(m.Name))
+		if m.Kind == aggregate.Sum {
+			kinds.WriteByte('s')
+		} else {
+			kinds.WriteByte('c')
+		}
+	}
+	groups := sortedGroups(d)
+	ts := r.now().UnixMilli()
+	head, tail := message(d, groups, ts)
+	args := make([]any, 0, 8+len(groups)*(2+d.View.SumCount()))
+	args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String())
+	for _, g := range groups {
+		gd := d.Groups[g]
+		args = append(args, g, gd.Count)
+		for _, s := range gd.Sums {
+			args = append(args, s.String())
+		}
+	}
+	res, err := applyScript.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return err
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("apply script returned %v", res)
+	}
+	if ok, _ := res[0].(int64); ok == 1 {
+		return nil
+	}
+	cur, _ := res[1].(string)
+	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: cur}
+}
+
+func sortedGroups(d *aggregate.Delta) []string {
+	gs := make([]string, 0, len(d.Groups))
+	for g := range d.Groups {
+		gs = append(gs, g)
+	}
+	sort.Strings(gs)
+	return gs
+}
+
+// message builds the pub/sub message around the version number, which only
+// the script knows.
+func message(d *aggregate.Delta, groups []string, ts int64) (head, tail string) {
+	var b strings.Builder
+	b.WriteString(`{"view":`)
+	writeJSONString(&b, d.View.Name)
+	b.WriteString(`,"version":`)
+	head = b.String()
+	b.Reset()
+	b.WriteString(`,"deltas":{`)
+	first := true
+	for i, m := range d.View.Measures {
+		si := d.View.SumIndex(i)
+		n := 0
+		for _, g := range groups {
+			gd := d.Groups[g]
+			var val string
+			if si < 0 {
+				if gd.Count == 0 {
+					continue
+				}
+				val = strconv.FormatInt(gd.Count, 10)
+			} else {
+				if gd.Sums[si].IsZero() {
+					continue
+				}
+				val = gd.Sums[si].String()
+			}
+			if n == 0 {
+				if !first {
+					b.WriteByte(',')
+				}
+				first = false
+				writeJSONString(&b, m.Name)
+				b.WriteString(":{")
+			} else {
+				b.WriteByte(',')
+			}
+			n++
+			writeJSONString(&b, g)
+			b.WriteByte(':')
+			writeJSONString(&b, val)
+		}
+		if n > 0 {
+			b.WriteByte('}')
+		}
+	}
+	b.WriteString(`},"ts_ms":`)
+	b.WriteString(strconv.FormatInt(ts, 10))
+	b.WriteByte('}')
+	return head, b.String()
+}
+
+func writeJSONString(b *strings.Builder, s string) {
+	q, _ := json.Marshal(s) // a string always marshals
+	b.Write(q)
+}
