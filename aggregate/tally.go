@@ -146,6 +146,9 @@ func (t *Tally) shardFences(ctx context.Context, shard string) (map[string]strin
 	if err != nil {
 		return nil, fmt.Errorf("read fences of shard %s: %w", shard, err)
 	}
+	if f == nil {
+		f = map[string]string{} // setFence needs a map to record into
+	}
 	t.mu.Lock()
 	t.fences[shard] = f
 	t.mu.Unlock()

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole validated configuration.
@@ -144,14 +146,14 @@ func Load(path string) (*Config, error) {
 	v.SetEnvPrefix("STREAMTALLY")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	var raw []byte
 	if path != "" {
-		f, err := os.Open(path)
-		if err != nil {
+		var err error
+		if raw, err = os.ReadFile(path); err != nil {
 			return nil, errorf("%v", err)
 		}
-		defer f.Close()
 		v.SetConfigType("yaml")
-		if err := v.ReadConfig(f); err != nil {
+		if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
 			return nil, errorf("%s: %s", path, oneLine(err))
 		}
 	}
@@ -166,6 +168,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, errorf("%s", describeDecodeError(err))
 	}
+	if err := keepMeasureCase(raw, c.Views); err != nil {
+		return nil, errorf("%s: %s", path, oneLine(err))
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -177,7 +182,33 @@ var (
 	sumRE     = regexp.MustCompile(`^sum\(\s*([^()\s]+)\s*\)$`)
 	pathRE    = regexp.MustCompile(`^[^.\s]+(\.[^.\s]+)*$`)
 	logLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+
+	invalidKeysRE = regexp.MustCompile(`^'([^']*)' has invalid keys: (.+)$`)
 )
+
+// keepMeasureCase restores measure names as written: viper lowercases map
+// keys, which would rename totalAmount to totalamount in Redis and merge
+// measures that differ only in case.
+func keepMeasureCase(raw []byte, views []View) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	var doc struct {
+		Views []struct {
+			Measures map[string]string `yaml:"measures"`
+		} `yaml:"views"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return err
+	}
+	if len(doc.Views) != len(views) {
+		return nil // views came from elsewhere than the file
+	}
+	for i := range views {
+		views[i].Measures = doc.Views[i].Measures
+	}
+	return nil
+}
 
 func (c *Config) validate() error {
 	s := &c.Source
@@ -290,6 +321,16 @@ func describeDecodeError(err error) string {
 		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
 		if line == "" || strings.HasPrefix(line, "decoding failed") || strings.HasSuffix(line, "error(s) decoding:") {
 			continue
+		}
+		// "'source' has invalid keys: a, b" names the section, not the keys.
+		if m := invalidKeysRE.FindStringSubmatch(line); m != nil {
+			keys := strings.Split(m[2], ", ")
+			for i, k := range keys {
+				if m[1] != "" {
+					keys[i] = m[1] + "." + k
+				}
+			}
+			line = "unknown key " + strings.Join(keys, ", ")
 		}
 		msgs = append(msgs, line)
 	}
