@@ -107,6 +107,9 @@ while i <= #ARGV do
         if d ~= '0' then
           local old = redis.call('HGET', KEYS[2 + k], g) or '0'
           redis.call('HSET', KEYS[2 + k], g, dec_add(old, d))
+        elseif dc ~= 0 then
+          -- A group entering with a zero sum still shows it as '0'.
+          redis.call('HSETNX', KEYS[2 + k], g, '0')
         end
       end
     end
