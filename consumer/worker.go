@@ -62,6 +62,7 @@ type shardRun struct {
 	shard              Shard
 	stopRead, stopWork context.CancelFunc
 	stopping           bool
+	lost               atomic.Bool // renewLoop found another worker owns the lease
 }
 
 // NewWorker returns a worker for the stream arn.
@@ -231,13 +232,19 @@ func (w *Worker) start(s Shard, cp string, initial types.ShardIteratorType, prev
 	}
 	readCtx, stopRead := context.WithCancel(context.Background())
 	workCtx, stopWork := context.WithCancel(context.Background())
-	w.runs[s.ID] = &shardRun{shard: s, stopRead: stopRead, stopWork: stopWork}
+	run := &shardRun{shard: s, stopRead: stopRead, stopWork: stopWork}
+	w.runs[s.ID] = run
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer stopWork()
 		defer stopRead()
 		o := r.run(readCtx, workCtx)
+		if run.lost.Load() {
+			// The reader saw only its context end; the lease is
+			// another worker's, not ours to release.
+			o = lost
+		}
 		if o != lost {
 			if err := w.leases.Release(s.ID); err != nil {
 				log.Warn("lease not released; it will expire", "err", err)
@@ -284,6 +291,7 @@ func (w *Worker) renewLoop(ctx context.Context) {
 			case err == nil:
 			case errors.Is(err, ErrLeaseLost):
 				w.log.Warn("lease lost to another worker; stopping shard", "shard", r.shard.ID)
+				r.lost.Store(true)
 				r.stopRead()
 				r.stopWork()
 			case ctx.Err() == nil:
