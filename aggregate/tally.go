@@ -50,7 +50,7 @@ type Tally struct {
 type Stats struct {
 	Records  atomic.Int64 // records folded
 	Applied  atomic.Int64 // view deltas applied
-	Replayed atomic.Int64 // records skipped because the store already held them
+	Replayed atomic.Int64 // records skipped because the store already held them, counted per view
 	Rejected atomic.Int64 // images that contributed nothing to a view
 
 	mu       sync.Mutex

@@ -142,8 +142,10 @@ func (w *Worker) sync(ctx context.Context) error {
 	ready := w.readyShards(shards, leases)
 	target := (len(ready) + len(workers) - 1) / len(workers)
 
+	// Only this goroutine starts runs, so the runs seen here can only
+	// shrink meanwhile; the lock is not held across DynamoDB calls, which
+	// would hold up lease renewals.
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	held := 0
 	for _, r := range w.runs {
 		if !r.stopping {
@@ -162,16 +164,19 @@ func (w *Worker) sync(ctx context.Context) error {
 		}
 	}
 	now := time.Now()
+	var free []Shard
 	for _, s := range ready {
+		l := leases[s.ID]
+		_, mine := w.runs[s.ID]
+		if !mine && (l.Owner == "" || l.Owner == w.opt.WorkerID || !now.Before(l.Timeout)) {
+			free = append(free, s)
+		}
+	}
+	w.mu.Unlock()
+
+	for _, s := range free {
 		if held >= target || ctx.Err() != nil {
 			break
-		}
-		if _, mine := w.runs[s.ID]; mine {
-			continue
-		}
-		l := leases[s.ID]
-		if l.Owner != "" && l.Owner != w.opt.WorkerID && now.Before(l.Timeout) {
-			continue
 		}
 		cp, err := w.leases.Acquire(s)
 		if err != nil {
@@ -182,7 +187,9 @@ func (w *Worker) sync(ctx context.Context) error {
 		if _, lineage := leases[s.Parent]; w.opt.StartLatest && !(s.Parent != "" && lineage) {
 			initial = types.ShardIteratorTypeLatest
 		}
-		w.start(s, cp, initial, l.Owner)
+		w.mu.Lock()
+		w.start(s, cp, initial, leases[s.ID].Owner)
+		w.mu.Unlock()
 		held++
 	}
 	return nil
