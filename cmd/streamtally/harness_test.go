@@ -376,7 +376,12 @@ func (e *env) checkDeltas(s *subscriber) {
 }
 
 // leaseOwners returns shard -> owner from the lease table.
-func (e *env) leaseOwners() map[string]string {
+func (e *env) leaseOwners() map[string]string { return e.leaseAttr("AssignedTo") }
+
+// checkpoints returns shard -> checkpoint from the lease table.
+func (e *env) checkpoints() map[string]string { return e.leaseAttr("Checkpoint") }
+
+func (e *env) leaseAttr(attr string) map[string]string {
 	e.t.Helper()
 	out, err := e.ddb.Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(e.app), ConsistentRead: aws.Bool(true)})
 	var missing *ddbtypes.ResourceNotFoundException
@@ -392,11 +397,10 @@ func (e *env) leaseOwners() map[string]string {
 		if strings.HasPrefix(id, "_worker:") {
 			continue
 		}
-		owner := ""
-		if o, ok := it["AssignedTo"].(*ddbtypes.AttributeValueMemberS); ok {
-			owner = o.Value
+		owners[id] = ""
+		if o, ok := it[attr].(*ddbtypes.AttributeValueMemberS); ok {
+			owners[id] = o.Value
 		}
-		owners[id] = owner
 	}
 	return owners
 }
