@@ -11,6 +11,10 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/streamtally ./cmd/
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/streamtally /out/loadgen /usr/local/bin/
 USER nonroot:nonroot
+EXPOSE 9090
 STOPSIGNAL SIGTERM
+# No shell or curl in the image: the binary asks its own /readyz.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/streamtally", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/streamtally"]
 CMD ["run", "--config", "/etc/streamtally/streamtally.yaml"]

@@ -52,6 +52,7 @@ type Stats struct {
 	Applied  atomic.Int64 // view deltas applied
 	Replayed atomic.Int64 // records skipped because the store already held them, counted per view
 	Rejected atomic.Int64 // images that contributed nothing to a view
+	Moved    atomic.Int64 // applies refused because another reader moved the fence
 
 	mu       sync.Mutex
 	byReason map[string]int64
@@ -109,6 +110,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			t.setFence(shard, v.Name, d.Through)
 			return nil
 		case errors.As(err, &moved):
+			t.stats.Moved.Add(1)
 			// Someone else applied part of this shard: fold again from
 			// where the store says it is. Rejections were reported on the
 			// first fold already.

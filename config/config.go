@@ -6,6 +6,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"sort"
@@ -23,6 +24,7 @@ type Config struct {
 	Checkpoint Checkpoint `mapstructure:"checkpoint"`
 	Redis      Redis      `mapstructure:"redis"`
 	Log        Log        `mapstructure:"log"`
+	Metrics    Metrics    `mapstructure:"metrics"`
 	Views      []View     `mapstructure:"views"`
 }
 
@@ -61,6 +63,11 @@ type Redis struct {
 	Password string `mapstructure:"password"`
 	DB       int    `mapstructure:"db"`
 	Prefix   string `mapstructure:"prefix"`
+}
+
+// Metrics configures the HTTP endpoint for /metrics, /healthz and /readyz.
+type Metrics struct {
+	Addr string `mapstructure:"addr"` // empty: no endpoint
 }
 
 // Log configures the process log.
@@ -115,6 +122,7 @@ var defaults = map[string]any{
 	"redis.db":                  0,
 	"redis.prefix":              "tally",
 	"log.level":                 "info",
+	"metrics.addr":              ":9090",
 }
 
 // Keys returns every scalar configuration key, sorted; for documentation
@@ -254,6 +262,11 @@ func (c *Config) validate() error {
 		return errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
 	}
 	c.Log.Level = strings.ToLower(c.Log.Level)
+	if a := c.Metrics.Addr; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return errorf("metrics.addr: %q is not host:port (e.g. :9090)", a)
+		}
+	}
 	if len(c.Views) == 0 {
 		return errorf("views: at least one view is required")
 	}

@@ -32,6 +32,7 @@ type shardReader struct {
 	last    string                  // last applied and checkpointed sequence number
 	initial types.ShardIteratorType // where to start without a checkpoint
 	log     *slog.Logger
+	prog    *progress
 }
 
 // run reads until readCtx ends, the shard ends, or the lease is lost.
@@ -82,6 +83,7 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 			continue
 		}
 		failures = 0
+		r.prog.read(out.Records)
 		if len(out.Records) > 0 {
 			if o, ok := r.apply(workCtx, out.Records); !ok {
 				return o
@@ -106,6 +108,7 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 // apply hands a batch to the handler until it holds, then checkpoints.
 func (r *shardReader) apply(ctx context.Context, in []types.Record) (outcome, bool) {
 	recs := toRecords(r.shard.ID, in)
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		err := r.w.handler.HandleBatch(ctx, r.shard.ID, recs)
 		if err == nil {
@@ -122,11 +125,15 @@ func (r *shardReader) apply(ctx context.Context, in []types.Record) (outcome, bo
 	}
 	r.w.stats.Batches.Add(1)
 	r.w.stats.Records.Add(int64(len(recs)))
+	if r.w.opt.Observer != nil {
+		r.w.opt.Observer.BatchApplied(r.shard.ID, len(recs), time.Since(start))
+	}
 	seq := recs[len(recs)-1].SequenceNumber
 	if o, ok := r.checkpoint(ctx, seq); !ok {
 		return o, false
 	}
 	r.last = seq
+	r.prog.checkpointed(recs[len(recs)-1].Created, len(recs))
 	return 0, true
 }
 

@@ -31,6 +31,12 @@ type Options struct {
 	SyncInterval  time.Duration // how often shards and leases are listed
 	LeaseDuration time.Duration
 	ShutdownGrace time.Duration // how long the batches in flight may take after a stop
+	Observer      Observer      // optional
+}
+
+// Observer hears of every applied batch, for latency metrics.
+type Observer interface {
+	BatchApplied(shard string, records int, took time.Duration)
 }
 
 // Stats counts what the consumer did.
@@ -52,6 +58,8 @@ type Worker struct {
 	log     *slog.Logger
 	stats   Stats
 
+	lastHeartbeat atomic.Int64 // unix nanos of the last successful heartbeat
+
 	mu   sync.Mutex
 	runs map[string]*shardRun
 	wg   sync.WaitGroup
@@ -60,6 +68,7 @@ type Worker struct {
 
 type shardRun struct {
 	shard              Shard
+	prog               *progress
 	stopRead, stopWork context.CancelFunc
 	stopping           bool
 	lost               atomic.Bool // renewLoop found another worker owns the lease
@@ -101,9 +110,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
-	if err := w.leases.Heartbeat(ctx); err != nil {
-		w.log.Warn("heartbeat failed", "err", err)
-	}
+	w.heartbeat(ctx)
 	t := time.NewTicker(w.opt.SyncInterval)
 	defer t.Stop()
 	for {
@@ -118,6 +125,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-w.wake:
 		}
 	}
+}
+
+func (w *Worker) heartbeat(ctx context.Context) {
+	if err := w.leases.Heartbeat(ctx); err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("heartbeat failed", "err", err)
+		}
+		return
+	}
+	w.lastHeartbeat.Store(time.Now().UnixNano())
+}
+
+// LastHeartbeat is when this worker last wrote to the lease table
+// successfully; zero before the first time.
+func (w *Worker) LastHeartbeat() time.Time {
+	n := w.lastHeartbeat.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Shards reports the progress of every shard this worker reads.
+func (w *Worker) Shards(now time.Time) []ShardProgress {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]ShardProgress, 0, len(w.runs))
+	for id, r := range w.runs {
+		out = append(out, r.prog.snapshot(id, now))
+	}
+	return out
 }
 
 func (w *Worker) poke() {
@@ -233,13 +271,13 @@ func (w *Worker) start(s Shard, cp string, initial types.ShardIteratorType, prev
 	w.stats.LeasesTaken.Add(1)
 	w.stats.LeasesHeld.Add(1)
 	log.Info("lease taken", "checkpoint", cp, "previous_owner", prevOwner)
-	r := &shardReader{w: w, shard: s, initial: initial, log: log}
+	r := &shardReader{w: w, shard: s, initial: initial, log: log, prog: &progress{}}
 	if cp != ShardEnd {
 		r.last = cp
 	}
 	readCtx, stopRead := context.WithCancel(context.Background())
 	workCtx, stopWork := context.WithCancel(context.Background())
-	run := &shardRun{shard: s, stopRead: stopRead, stopWork: stopWork}
+	run := &shardRun{shard: s, prog: r.prog, stopRead: stopRead, stopWork: stopWork}
 	w.runs[s.ID] = run
 	w.wg.Add(1)
 	go func() {
@@ -283,9 +321,7 @@ func (w *Worker) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := w.leases.Heartbeat(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("heartbeat failed", "err", err)
-		}
+		w.heartbeat(ctx)
 		w.mu.Lock()
 		runs := make([]*shardRun, 0, len(w.runs))
 		for _, r := range w.runs {

@@ -78,6 +78,7 @@ type env struct {
 	rdb       *redis.Client
 	views     []*aggregate.View
 	store     *publish.Redis
+	metrics   map[string]string // worker -> metrics.addr
 }
 
 var envSeq struct {
@@ -151,12 +152,32 @@ redis:
   prefix: %s
 log:
   level: debug
-`, e.table, e.endpoint, e.app, worker, redisAddr, e.prefix) + viewsYAML
+metrics:
+  addr: %s
+`, e.table, e.endpoint, e.app, worker, redisAddr, e.prefix, e.metricsAddr(worker)) + viewsYAML
 	p := filepath.Join(e.dir, worker+".yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 	return p
+}
+
+// metricsAddr gives each worker of the test its own free loopback port.
+func (e *env) metricsAddr(worker string) string {
+	if e.metrics == nil {
+		e.metrics = map[string]string{}
+	}
+	if a, ok := e.metrics[worker]; ok {
+		return a
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	e.metrics[worker] = a
+	return a
 }
 
 // daemon is one running streamtally process.

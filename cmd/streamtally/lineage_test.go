@@ -93,6 +93,8 @@ checkpoint:
 redis:
   addr: %s
   prefix: %s
+metrics:
+  addr: 127.0.0.1:0
 `, srv.StreamARN, srv.URL, e.app, testenv.DynamoDB(t), e.redisAddr, e.prefix) + viewsYAML
 	path := filepath.Join(e.dir, "lineage.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
