@@ -2,12 +2,17 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamtally/streamtally/internal/testenv"
 )
 
 // scrape reads a daemon's /metrics into name{labels} -> value.
@@ -143,5 +148,43 @@ func TestMetricsLagGrowsWhilePausedAndReturnsToZero(t *testing.T) {
 	}
 	if code, _ := d.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestSecretsNeverLeak runs the daemon with a Redis password that the
+// server rejects, so the password is in play on every retry, and checks
+// it appears neither in the log nor on /metrics nor in error output.
+func TestSecretsNeverLeak(t *testing.T) {
+	const secret = "s3cr3t-Pa55word-do-not-log"
+	e := newEnv(t)
+	e.createTable()
+	r := testenv.NewRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	if err := admin.ConfigSet(context.Background(), "requirepass", "another-password").Err(); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	t.Setenv("STREAMTALLY_REDIS_PASSWORD", secret)
+	d := e.startWith("w1", e.config("w1", r.Addr()))
+	e.load(200, 1, 0, 31)()
+	waitFor(t, 30*time.Second, "a failed apply", func() bool {
+		return len(logLines(d.logText(), "applying batch failed")) > 0
+	})
+	body := ""
+	if resp, err := http.Get("http://" + e.metricsAddr("w1") + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+	}
+	_, ready := httpStatus(t, "http://"+e.metricsAddr("w1")+"/readyz")
+	out, _ := runBinary(t, "healthcheck", "--addr", e.metricsAddr("w1"))
+	d.stop()
+	for what, text := range map[string]string{"log": d.logText(), "/metrics": body, "/readyz": ready, "healthcheck": out} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the Redis password appears in the %s", what)
+		}
+	}
+	if !strings.Contains(ready, "redis") {
+		t.Errorf("/readyz does not name the failing Redis check: %s", ready)
 	}
 }
