@@ -11,7 +11,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -135,4 +134,3 @@ func backoff(ctx context.Context, n int, jitter func(int64) int64) error {
 	}
 }
 
-var errShardGone = errors.New("shard no longer in the stream")
