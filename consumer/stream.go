@@ -133,4 +133,3 @@ func backoff(ctx context.Context, n int, jitter func(int64) int64) error {
 		return nil
 	}
 }
-

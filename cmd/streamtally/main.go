@@ -23,6 +23,7 @@ const usage = `usage: streamtally <command> [flags]
 commands:
   run       --config FILE              read the stream and keep the counters
   snapshot  --config FILE --view NAME  print one view's counters and version as JSON
+  status    --config FILE [--json]     show each shard's lease owner, checkpoint and lag
   healthcheck [--addr HOST:PORT]       exit 0 if the daemon's /readyz answers 200 (default 127.0.0.1:9090)
 `
 
@@ -51,6 +52,8 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout)
 	case "snapshot":
 		err = cmdSnapshot(ctx, args[1:], stdout)
+	case "status":
+		err = cmdStatus(ctx, args[1:], stdout)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:], stdout)
 	case "help", "-h", "--help":

@@ -1,0 +1,188 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+)
+
+// ErrNoLeaseTable means the lease table does not exist: no worker of the
+// application has run yet. Status never creates it.
+var ErrNoLeaseTable = errors.New("no lease table")
+
+// ShardState says whether a shard is still in the stream.
+type ShardState string
+
+const (
+	ShardOpen   ShardState = "open"   // in the stream, records may still be added
+	ShardClosed ShardState = "closed" // in the stream, has an ending sequence number
+	ShardGone   ShardState = "gone"   // only a lease row is left: trimmed from the stream
+)
+
+// ShardStatus is what an operator needs to know about one shard: who reads
+// it and how far behind that is.
+type ShardStatus struct {
+	Shard  string
+	Parent string // "" for a root shard
+	State  ShardState
+
+	Leased       bool      // the shard has a row in the lease table
+	Owner        string    // the worker holding the lease; "" when nobody does
+	Checkpoint   string    // a sequence number, ShardEnd, or "" (not started)
+	LeaseTimeout time.Time // when Owner's lease expires; zero without an owner
+
+	// Measured says Lag was measured. It is false for shards read to their
+	// end (nothing waits), gone shards (nothing can be read) and when the
+	// measurement failed (LagErr).
+	Measured bool
+	// Lag is how long the oldest record not yet checkpointed has waited:
+	// now minus its ApproximateCreationDateTime. 0 when nothing waits.
+	Lag time.Duration
+	// Oldest is the ApproximateCreationDateTime of that record; zero when
+	// nothing waits. A record can wait with Lag 0 if the clocks disagree.
+	Oldest time.Time
+	LagErr error
+}
+
+// Waiting says whether a record past the checkpoint is waiting to be read.
+func (s ShardStatus) Waiting() bool { return s.Measured && !s.Oldest.IsZero() }
+
+// statusProbes bounds the lag measurements in flight: each costs one
+// GetShardIterator and a few GetRecords on a shard a worker also reads.
+const statusProbes = 8
+
+// emptyPagesFollowed is how many empty GetRecords pages a lag measurement
+// follows before it concludes the shard has nothing waiting. DynamoDB
+// Streams can answer empty pages before records that exist.
+const emptyPagesFollowed = 3
+
+// Status reports every shard of the stream arn and every shard that still
+// has a lease row, sorted by shard ID, with the set of live workers (whose
+// heartbeat row has not expired by the local clock). It only reads: a
+// missing lease table is ErrNoLeaseTable, not created.
+//
+// Lag is measured at now from the checkpoint read from the lease table: the
+// first record after it (or at the trim horizon for a shard without
+// checkpoint) is the oldest one not yet applied. A shard that a worker
+// reads from LATEST (source.start: latest) has no checkpoint until its
+// first batch, so until then its lag counts records the worker skips.
+// Errors measuring one shard's lag are reported in its LagErr; the error
+// returned is for what makes the whole report impossible.
+func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable, now time.Time) ([]ShardStatus, map[string]bool, error) {
+	rows, workers, err := leases.List(ctx)
+	var missing *ddbtypes.ResourceNotFoundException
+	if errors.As(err, &missing) {
+		return nil, nil, fmt.Errorf("%w %s", ErrNoLeaseTable, leases.table)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	shards, err := listShards(ctx, streams, arn)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	out := make([]ShardStatus, 0, len(shards)+len(rows))
+	for _, s := range shards {
+		st := ShardStatus{Shard: s.ID, Parent: s.Parent, State: ShardOpen}
+		if s.Closed {
+			st.State = ShardClosed
+		}
+		if l, ok := rows[s.ID]; ok {
+			st.setLease(l)
+			delete(rows, s.ID)
+		}
+		out = append(out, st)
+	}
+	for _, l := range rows {
+		st := ShardStatus{Shard: l.Shard, Parent: l.Parent, State: ShardGone}
+		st.setLease(l)
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, statusProbes)
+	for i := range out {
+		st := &out[i]
+		if st.State == ShardGone || st.Checkpoint == ShardEnd {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			oldest, err := oldestWaiting(ctx, streams, arn, st.Shard, st.Checkpoint)
+			if err != nil {
+				st.LagErr = err
+				return
+			}
+			st.Measured, st.Oldest = true, oldest
+			if !oldest.IsZero() && now.After(oldest) {
+				st.Lag = now.Sub(oldest)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	return out, workers, nil
+}
+
+func (s *ShardStatus) setLease(l Lease) {
+	s.Leased = true
+	s.Owner = l.Owner
+	s.Checkpoint = l.Checkpoint
+	if s.Parent == "" {
+		s.Parent = l.Parent
+	}
+	if l.Owner != "" {
+		s.LeaseTimeout = l.Timeout
+	}
+}
+
+// oldestWaiting returns the creation time of the first record after
+// checkpoint ("" reads from the trim horizon), or zero if there is none.
+func oldestWaiting(ctx context.Context, streams Streams, arn, shard, checkpoint string) (time.Time, error) {
+	in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(arn), ShardId: aws.String(shard), ShardIteratorType: types.ShardIteratorTypeTrimHorizon}
+	if checkpoint != "" {
+		in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeAfterSequenceNumber, aws.String(checkpoint)
+	}
+	it, err := streams.GetShardIterator(ctx, in)
+	var trimmed *types.TrimmedDataAccessException
+	if errors.As(err, &trimmed) && checkpoint != "" {
+		// Records after the checkpoint were trimmed unread; the worker
+		// resumes at the trim horizon, so that is what waits.
+		in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeTrimHorizon, nil
+		it, err = streams.GetShardIterator(ctx, in)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("get shard iterator of shard %s: %w", shard, err)
+	}
+	iter := it.ShardIterator
+	for page := 0; iter != nil && page <= emptyPagesFollowed; page++ {
+		out, err := streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(1)})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("get records of shard %s: %w", shard, err)
+		}
+		if len(out.Records) > 0 {
+			r := out.Records[0].Dynamodb
+			if r == nil || r.ApproximateCreationDateTime == nil {
+				return time.Time{}, fmt.Errorf("shard %s: record without ApproximateCreationDateTime", shard)
+			}
+			return *r.ApproximateCreationDateTime, nil
+		}
+		iter = out.NextShardIterator
+	}
+	return time.Time{}, nil // nothing waits, or the shard is read to its end
+}
