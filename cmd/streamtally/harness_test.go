@@ -47,6 +47,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := testenv.Main(m)
+	// >>> IAM check (iam_test.go): after a passing run, compare the AWS
+	// operations the binary called with deploy/ecs's policies.
+	if code == 0 {
+		code = checkIAM(os.Stdout, os.Stderr)
+	}
+	// <<< IAM check
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -102,6 +108,10 @@ func newEnv(t *testing.T) *env {
 		prefix:    "t" + name,
 	}
 	e.ddb = ddbClient(t, e.endpoint)
+	// >>> IAM check (iam_test.go): the daemon reaches DynamoDB through a
+	// recording proxy; e.ddb, the tests' own client, stays direct.
+	e.endpoint = recordingEndpoint(t, e.endpoint)
+	// <<< IAM check
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redisAddr})
 	t.Cleanup(func() { e.rdb.Close() })
 	cfg, err := config.Load(e.config("check", ""))
