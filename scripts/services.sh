@@ -58,8 +58,12 @@ port_busy() {
 # process is still alive, so another program on the port cannot fool us.
 wait_up() {
   local name=$1 match=$2 port=$3 check=$4 i
+  local pid
+  pid="$(cat "$run/$name.pid" 2>/dev/null)"
   for ((i = 0; i < wait_secs * 5; i++)); do
-    if ! live_pid "$name" "$match" >/dev/null; then
+    # Liveness by pid alone: until the starting subshell has exec'd the
+    # server, its command line does not match yet.
+    if ! kill -0 "$pid" 2>/dev/null; then
       die "$name exited during startup; see $run/$name.log"
     fi
     if "$check" "$port"; then
