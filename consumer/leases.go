@@ -54,6 +54,8 @@ type LeaseTable struct {
 
 // NewLeaseTable returns the lease table of application app.
 func NewLeaseTable(ddb *dynamodb.Client, app, table, worker string, duration time.Duration, log *slog.Logger) *LeaseTable {
+	// The stream name and region only matter when the library builds its own
+	// DynamoDB client; it is handed ours, so they are placeholders.
 	cfg := kclconfig.NewKinesisClientLibConfig(app, app, "local", worker).
 		WithTableName(table).
 		WithFailoverTimeMillis(int(duration / time.Millisecond)).
