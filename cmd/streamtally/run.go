@@ -45,18 +45,11 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := newLogger(stdout, cfg.Log.Level)
 
-	aws, err := awsConfig(ctx, cfg)
+	src, err := openSource(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	ddbSource := dynamodb.NewFromConfig(aws, endpoint[dynamodb.Options](cfg.Source.Endpoint))
-	ddbLeases := dynamodb.NewFromConfig(aws, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint))
-	streams := dynamodbstreams.NewFromConfig(aws, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint))
-
-	arn, err := consumer.ResolveStream(ctx, ddbSource, streams, cfg.Source.Table, cfg.Source.StreamARN)
-	if err != nil {
-		return err
-	}
+	streams, arn := src.streams, src.arn
 
 	rdb := newRedis(cfg)
 	defer rdb.Close()
@@ -65,7 +58,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	tally := aggregate.NewTally(views, store, log)
 
 	m := metrics.New()
-	leases := consumer.NewLeaseTable(ddbLeases, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
+	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
 	worker := consumer.NewWorker(streams, arn, leases, tally, consumer.Options{
 		WorkerID:      cfg.Checkpoint.WorkerID,
 		StartLatest:   cfg.Source.Start == config.StartLatest,
@@ -111,6 +104,32 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 		"batches", ws.Batches.Load(), "records", ws.Records.Load(),
 		"rejected", ts.Rejected.Load(), "replayed", ts.Replayed.Load(), "trimmed", ws.Trimmed.Load())
 	return nil
+}
+
+// source is the AWS side of a configuration: the stream, ready to read,
+// and the lease table's client.
+type source struct {
+	streams *dynamodbstreams.Client
+	arn     string
+	leaseDB *dynamodb.Client
+}
+
+// openSource builds the clients and checks that the table's stream exists
+// and carries both images.
+func openSource(ctx context.Context, cfg *config.Config) (*source, error) {
+	c, err := awsConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &source{
+		streams: dynamodbstreams.NewFromConfig(c, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint)),
+		leaseDB: dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint)),
+	}
+	table := dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint))
+	if s.arn, err = consumer.ResolveStream(ctx, table, s.streams, cfg.Source.Table, cfg.Source.StreamARN); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -14,9 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-
 	"github.com/streamtally/streamtally/consumer"
 )
 
@@ -31,23 +28,15 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	awsCfg, err := awsConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	ddbSource := dynamodb.NewFromConfig(awsCfg, endpoint[dynamodb.Options](cfg.Source.Endpoint))
-	ddbLeases := dynamodb.NewFromConfig(awsCfg, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint))
-	streams := dynamodbstreams.NewFromConfig(awsCfg, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint))
-
-	arn, err := consumer.ResolveStream(ctx, ddbSource, streams, cfg.Source.Table, cfg.Source.StreamARN)
+	src, err := openSource(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	// Only List is called: no lease is taken, no row written.
-	leases := consumer.NewLeaseTable(ddbLeases, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID,
+	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID,
 		cfg.Checkpoint.LeaseDuration, slog.New(slog.DiscardHandler))
 	now := time.Now()
-	shards, workers, err := consumer.Status(ctx, streams, arn, leases, now)
+	shards, workers, err := consumer.Status(ctx, src.streams, src.arn, leases, now)
 	if errors.Is(err, consumer.ErrNoLeaseTable) {
 		return fmt.Errorf("no lease table %s: no streamtally worker has run with checkpoint.app %s", cfg.Checkpoint.Table, cfg.Checkpoint.App)
 	}
@@ -61,7 +50,7 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	slices.Sort(live)
 	if asJSON {
-		err = writeStatusJSON(stdout, arn, cfg.Checkpoint.Table, now, shards, live)
+		err = writeStatusJSON(stdout, src.arn, cfg.Checkpoint.Table, now, shards, live)
 	} else {
 		err = writeStatusTable(stdout, now, shards, live)
 	}
