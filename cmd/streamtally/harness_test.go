@@ -436,16 +436,8 @@ func (e *env) leaseAttr(attr string) map[string]string {
 	return owners
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// waitFor is testenv.WaitFor, short for the many waits here.
+var waitFor = testenv.WaitFor
 
 // proxy is a TCP proxy the tests can cut, to make Redis unreachable
 // without losing its data.

@@ -417,3 +417,17 @@ func repoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// WaitFor polls cond until it holds, failing the test with what it waited
+// for once timeout has passed. Tests wait on eventual outcomes this way
+// rather than sleeping a guessed time.
+func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
