@@ -25,6 +25,7 @@ type Config struct {
 	Redis      Redis      `mapstructure:"redis"`
 	Log        Log        `mapstructure:"log"`
 	Metrics    Metrics    `mapstructure:"metrics"`
+	DLQ        DLQ        `mapstructure:"dlq"`
 	Views      []View     `mapstructure:"views"`
 }
 
@@ -56,18 +57,39 @@ type Checkpoint struct {
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
 }
 
-// Redis says where counters live.
+// Redis says where counters live. After Load, Addrs holds every address
+// (one for a single server), Addr the first of them, Cluster whether they
+// are cluster seeds, and a redis:// or rediss:// URL in redis.addr has been
+// taken apart into the other fields.
 type Redis struct {
-	Addr     string `mapstructure:"addr"`
-	Username string `mapstructure:"username"`
-	Password string `mapstructure:"password"`
-	DB       int    `mapstructure:"db"`
-	Prefix   string `mapstructure:"prefix"`
+	Addr       string   `mapstructure:"addr"`
+	Addrs      []string `mapstructure:"addrs"`
+	Cluster    bool     `mapstructure:"cluster"`
+	Username   string   `mapstructure:"username"`
+	Password   string   `mapstructure:"password"`
+	DB         int      `mapstructure:"db"`
+	Prefix     string   `mapstructure:"prefix"`
+	TLS        bool     `mapstructure:"tls"`
+	CAFile     string   `mapstructure:"ca_file"`     // empty: the system's roots
+	ServerName string   `mapstructure:"server_name"` // empty: each address's host
+	CertFile   string   `mapstructure:"cert_file"`   // client certificate, for mutual TLS
+	KeyFile    string   `mapstructure:"key_file"`
 }
+
+// defaultRedisAddr is used when neither redis.addr nor redis.addrs is set.
+// It is not the registered default of redis.addr, so that setting
+// redis.addrs alone is not mistaken for setting both.
+const defaultRedisAddr = "127.0.0.1:6379"
 
 // Metrics configures the HTTP endpoint for /metrics, /healthz and /readyz.
 type Metrics struct {
 	Addr string `mapstructure:"addr"` // empty: no endpoint
+}
+
+// DLQ configures the dead-letter stream, <redis.prefix>:dlq, that keeps
+// the records views reject as bad data.
+type DLQ struct {
+	MaxLen int64 `mapstructure:"max_len"` // entries kept, about; 0: none are written
 }
 
 // Log configures the process log.
@@ -116,13 +138,21 @@ var defaults = map[string]any{
 	"checkpoint.lease_duration": "10s",
 	"checkpoint.sync_interval":  "5s",
 	"checkpoint.shutdown_grace": "20s",
-	"redis.addr":                "127.0.0.1:6379",
+	"redis.addr":                "",
+	"redis.addrs":               "",
+	"redis.cluster":             false,
 	"redis.username":            "",
 	"redis.password":            "",
 	"redis.db":                  0,
 	"redis.prefix":              "tally",
+	"redis.tls":                 false,
+	"redis.ca_file":             "",
+	"redis.server_name":         "",
+	"redis.cert_file":           "",
+	"redis.key_file":            "",
 	"log.level":                 "info",
 	"metrics.addr":              ":9090",
+	"dlq.max_len":               10000,
 }
 
 // Keys returns every scalar configuration key, sorted; for documentation
@@ -252,16 +282,16 @@ func (c *Config) validate() error {
 	case cp.ShutdownGrace <= 0:
 		return errorf("checkpoint.shutdown_grace: must be positive, got %s", cp.ShutdownGrace)
 	}
-	r := &c.Redis
-	switch {
-	case r.Addr == "":
-		return errorf("redis.addr: required")
-	case !nameRE.MatchString(r.Prefix) || strings.ContainsAny(r.Prefix, "{}"):
-		return errorf("redis.prefix: %q must be letters, digits, '_', '.', '-'", r.Prefix)
-	case !logLevels[strings.ToLower(c.Log.Level)]:
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
+	if !logLevels[strings.ToLower(c.Log.Level)] {
 		return errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
 	}
 	c.Log.Level = strings.ToLower(c.Log.Level)
+	if c.DLQ.MaxLen < 0 {
+		return errorf("dlq.max_len: %d is negative (0 turns dead letters off)", c.DLQ.MaxLen)
+	}
 	if a := c.Metrics.Addr; a != "" {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			return errorf("metrics.addr: %q is not host:port (e.g. :9090)", a)

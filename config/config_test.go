@@ -79,6 +79,7 @@ func TestLoadValidFileAppliesDefaults(t *testing.T) {
 		{"checkpoint.table", c.Checkpoint.Table, "streamtally"},
 		{"checkpoint.lease_duration", c.Checkpoint.LeaseDuration, 10 * time.Second},
 		{"log.level", c.Log.Level, "info"},
+		{"dlq.max_len", c.DLQ.MaxLen, int64(10000)},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -137,6 +138,7 @@ checkpoint: {worker_id: file-worker}
 	t.Setenv("STREAMTALLY_SOURCE_POLL_INTERVAL", "2s")
 	t.Setenv("STREAMTALLY_CHECKPOINT_WORKER_ID", "env-worker")
 	t.Setenv("STREAMTALLY_REDIS_PREFIX", "envprefix") // absent from the file
+	t.Setenv("STREAMTALLY_DLQ_MAX_LEN", "0")          // the default is not 0
 	c, err = config.Load(p)
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +154,9 @@ checkpoint: {worker_id: file-worker}
 	}
 	if c.Redis.Prefix != "envprefix" {
 		t.Errorf("redis.prefix = %q, want envprefix", c.Redis.Prefix)
+	}
+	if c.DLQ.MaxLen != 0 {
+		t.Errorf("dlq.max_len = %d, want 0", c.DLQ.MaxLen)
 	}
 }
 
@@ -188,6 +193,7 @@ views:
 		{name: "view name with braces", yaml: src + "views: [{name: \"a{b}\", group_by: [p], measures: {n: count}}]\n", want: []string{"views[0].name", "a{b}"}},
 		{name: "no views", yaml: src, want: []string{"views"}},
 		{name: "bad log level", yaml: src + "log: {level: loud}\n" + views, want: []string{"log.level", "loud"}},
+		{name: "negative dlq.max_len", yaml: src + "dlq: {max_len: -1}\n" + views, want: []string{"dlq.max_len"}},
 		{name: "file not found", path: filepath.Join(os.TempDir(), "streamtally-no-such-dir", "missing.yaml"), want: []string{"missing.yaml"}},
 		{name: "malformed YAML", yaml: "source: {table: T\nviews: [\n", want: []string{"yaml", "streamtally.yaml"}},
 	}

@@ -85,6 +85,11 @@ type env struct {
 	views     []*aggregate.View
 	store     *publish.Redis
 	metrics   map[string]string // worker -> metrics.addr
+	// Set by useRedisDeployment (redis_test.go) for a Redis other than
+	// the shared server: the daemon's redis section instead of its addr
+	// line, and the tests' client when that Redis is a cluster.
+	redisConf string
+	cluster   *redis.ClusterClient
 }
 
 var envSeq struct {
@@ -142,8 +147,12 @@ func (e *env) createTable() {
 // config writes a configuration for worker and returns its path. redisAddr
 // overrides the Redis address when not empty.
 func (e *env) config(worker, redisAddr string) string {
-	if redisAddr == "" {
-		redisAddr = e.redisAddr
+	redisLines := "  addr: " + redisAddr
+	switch {
+	case redisAddr == "" && e.redisConf != "":
+		redisLines = e.redisConf
+	case redisAddr == "":
+		redisLines = "  addr: " + e.redisAddr
 	}
 	y := fmt.Sprintf(`
 source:
@@ -158,13 +167,13 @@ checkpoint:
   sync_interval: 300ms
   shutdown_grace: 10s
 redis:
-  addr: %s
+%s
   prefix: %s
 log:
   level: debug
 metrics:
   addr: %s
-`, e.table, e.endpoint, e.app, worker, redisAddr, e.prefix, e.metricsAddr(worker)) + viewsYAML
+`, e.table, e.endpoint, e.app, worker, redisLines, e.prefix, e.metricsAddr(worker)) + viewsYAML
 	p := filepath.Join(e.dir, worker+".yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		e.t.Fatal(err)
@@ -324,24 +333,31 @@ func (e *env) subscribe() *subscriber {
 	for _, v := range e.views {
 		chans = append(chans, publish.KeysFor(e.prefix, v.Name).Channel())
 	}
+	if e.cluster != nil {
+		e.ssubscribe(s, chans)
+		return s
+	}
 	s.ps = e.rdb.Subscribe(context.Background(), chans...)
 	if _, err := s.ps.Receive(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
-	go func() {
-		for m := range s.ps.Channel(redis.WithChannelSize(100000)) {
-			var d deltaMsg
-			if err := json.Unmarshal([]byte(m.Payload), &d); err != nil {
-				e.t.Errorf("bad message %q: %v", m.Payload, err)
-				continue
-			}
-			s.mu.Lock()
-			s.msgs[d.View] = append(s.msgs[d.View], d)
-			s.mu.Unlock()
-		}
-	}()
+	go s.collect(e.t, s.ps)
 	e.t.Cleanup(func() { s.ps.Close() })
 	return s
+}
+
+// collect records ps's messages until ps is closed.
+func (s *subscriber) collect(t *testing.T, ps *redis.PubSub) {
+	for m := range ps.Channel(redis.WithChannelSize(100000)) {
+		var d deltaMsg
+		if err := json.Unmarshal([]byte(m.Payload), &d); err != nil {
+			t.Errorf("bad message %q: %v", m.Payload, err)
+			continue
+		}
+		s.mu.Lock()
+		s.msgs[d.View] = append(s.msgs[d.View], d)
+		s.mu.Unlock()
+	}
 }
 
 // checkDeltas checks that each view's messages carry versions 1, 2, 3...
