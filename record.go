@@ -49,6 +49,10 @@ type Record struct {
 	Old            Image // nil for INSERT
 	New            Image // nil for REMOVE
 	Created        time.Time
+
+	// Malformed is set only by DecodeRecords, on a record it could not
+	// decode whole; see Malformed.
+	Malformed *Malformed
 }
 
 // SeqLess reports whether stream sequence number a comes before b.

@@ -60,6 +60,12 @@ func ParseDecimal(s string) (Decimal, error) {
 			return Decimal{}, fmt.Errorf("not a number: %q", orig)
 		}
 	}
+	// Trailing fractional zeros change nothing but the scale, which is
+	// bounded: "1.000…0" must not fail for its zeros.
+	if trimmed := strings.TrimRight(frac, "0"); len(trimmed) < len(frac) {
+		frac = trimmed
+		digits = intPart + frac
+	}
 	scale := len(frac) - exp
 	if scale < 0 {
 		digits += strings.Repeat("0", -scale)
@@ -88,6 +94,49 @@ func ParseDecimal(s string) (Decimal, error) {
 		d.big.Neg(d.big)
 	}
 	return d, nil
+}
+
+// DynamoDB's limits on numbers.
+const (
+	maxDigits = 38   // significant digits
+	maxExp    = 125  // of the most significant digit: 9.99…E+125 is the largest
+	minExp    = -130 // 1E-130 is the smallest magnitude
+)
+
+// ParseNumber parses an attribute value of type N, checking it against
+// what DynamoDB can store: up to 38 significant digits, magnitudes from
+// 1E-130 to 9.9999999999999999999999999999999999999E+125. DynamoDB stores
+// nothing else, so a number beyond these limits did not come from an item
+// as the table holds it: it is bad data, not a value to count.
+func ParseNumber(s string) (Decimal, error) {
+	d, err := ParseDecimal(s)
+	if err != nil {
+		return Decimal{}, err
+	}
+	if d.IsZero() {
+		return d, nil
+	}
+	digits := d.coefDigits()
+	sig := len(strings.TrimRight(digits, "0"))
+	if sig > maxDigits {
+		return Decimal{}, fmt.Errorf("%q has %d significant digits; DynamoDB allows %d", s, sig, maxDigits)
+	}
+	if exp := len(digits) - 1 - int(d.scale); exp > maxExp || exp < minExp {
+		return Decimal{}, fmt.Errorf("%q is outside DynamoDB's range, 1E-130 to 9.9999999999999999999999999999999999999E+125", s)
+	}
+	return d, nil
+}
+
+// coefDigits returns the coefficient's absolute value in decimal.
+func (d Decimal) coefDigits() string {
+	if d.big != nil {
+		return new(big.Int).Abs(d.big).String()
+	}
+	u := uint64(d.small)
+	if d.small < 0 {
+		u = -u
+	}
+	return strconv.FormatUint(u, 10)
 }
 
 // MustDecimal parses s and panics on error; for constants and tests.
@@ -219,19 +268,7 @@ func (d Decimal) bigCoef() *big.Int {
 // fractional zeros, "0" for zero. Equal values always render equally, which
 // is what lets readers compare counters as strings.
 func (d Decimal) String() string {
-	var digits string
-	neg := false
-	if d.big != nil {
-		neg = d.big.Sign() < 0
-		digits = new(big.Int).Abs(d.big).String()
-	} else {
-		neg = d.small < 0
-		u := uint64(d.small)
-		if neg {
-			u = -u
-		}
-		digits = strconv.FormatUint(u, 10)
-	}
+	digits, neg := d.coefDigits(), d.sign() < 0
 	if digits == "0" {
 		return "0"
 	}

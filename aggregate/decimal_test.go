@@ -44,6 +44,35 @@ func TestParseDecimalRejectsNonNumbers(t *testing.T) {
 	}
 }
 
+func TestParseNumberKeepsToDynamoDBsLimits(t *testing.T) {
+	nines := strings.Repeat("9", 38)
+	ok := []string{
+		"0", "-0", "0.000", "10.50", nines, "-" + nines,
+		"9.9999999999999999999999999999999999999E+125", "-9.9999999999999999999999999999999999999E+125",
+		"1E-130", "-1E-130", "1.2345678901234567890123456789012345678E-130",
+		"1" + strings.Repeat("0", 125),  // one significant digit, however many zeros
+		"1." + strings.Repeat("0", 200), // trailing zeros are not precision
+		"0.00000000000000000000000000000000000000000001234",
+	}
+	for _, in := range ok {
+		if _, err := ParseNumber(in); err != nil {
+			t.Errorf("ParseNumber(%q): %v", in, err)
+		}
+	}
+	bad := []string{
+		"", "abc", "1.2.3", "1e", "NaN", "Infinity",
+		nines + "9", // 39 significant digits
+		"1.00000000000000000000000000000000000001",
+		"1E+126", "10E+125", "-1E+126",
+		"9E-131", "0.1E-130", "1E-1000", "1E+1000",
+	}
+	for _, in := range bad {
+		if d, err := ParseNumber(in); err == nil {
+			t.Errorf("ParseNumber(%q) = %s, want an error", in, d)
+		}
+	}
+}
+
 func TestDecimalAddHasNoDriftOverAMillionSteps(t *testing.T) {
 	up, down := MustDecimal("0.10"), MustDecimal("-0.10")
 	sum := MustDecimal("0")

@@ -57,21 +57,42 @@ func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(
 		}
 		d.Records++
 		d.Through = r.SequenceNumber
+		if r.Event != streamtally.Insert && r.Event != streamtally.Modify && r.Event != streamtally.Remove {
+			if reject != nil {
+				reject(Rejection{View: v.Name, Record: r, Reason: badRecord(r, "unknown event")})
+			}
+			continue
+		}
 		// An old image that was bad contributed nothing when it arrived, so
 		// subtracting nothing for it keeps the books balanced. Only new
-		// images are reported, so each bad image is reported once.
+		// images are reported, so each bad image is reported once. An image
+		// that could not be decoded is bad the same way, old or new.
 		if r.Old != nil && (r.Event == streamtally.Modify || r.Event == streamtally.Remove) {
 			if c, _, ok := v.Contribute(r.Old); ok {
 				d.add(c, -1)
 			}
 		}
-		if r.New != nil && (r.Event == streamtally.Insert || r.Event == streamtally.Modify) {
-			c, reason, ok := v.Contribute(r.New)
+		var reason Reason
+		switch {
+		case r.Event == streamtally.Remove:
+		case r.New != nil:
+			c, why, ok := v.Contribute(r.New)
 			if ok {
 				d.add(c, +1)
-			} else if reject != nil {
-				reject(Rejection{View: v.Name, Record: r, Reason: reason})
+			} else {
+				reason = why
 			}
+		default:
+			reason = badRecord(r, r.Event.String()+" without a new image")
+		}
+		// Without the old image nothing can be subtracted; unless it failed
+		// to decode (and was set aside when it was new), the record is
+		// broken and must not pass unnoticed.
+		if reason.Kind == "" && r.Event != streamtally.Insert && r.Old == nil && r.Malformed == nil {
+			reason = badRecord(r, r.Event.String()+" without an old image")
+		}
+		if reason.Kind != "" && reject != nil {
+			reject(Rejection{View: v.Name, Record: r, Reason: reason})
 		}
 	}
 	for k, g := range d.Groups {
@@ -80,6 +101,15 @@ func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(
 		}
 	}
 	return d
+}
+
+// badRecord is the reason for a record the fold cannot read: the
+// decoder's own words where it has them.
+func badRecord(r *streamtally.Record, text string) Reason {
+	if r.Malformed != nil && r.Malformed.Err != nil {
+		text = r.Malformed.Err.Error()
+	}
+	return Reason{BadRecord, text}
 }
 
 func (d *Delta) add(c Contribution, sign int64) {

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -45,6 +46,13 @@ func modify(old, new streamtally.Image) streamtally.Record {
 
 func remove(old streamtally.Image) streamtally.Record {
 	return streamtally.Record{Event: streamtally.Remove, Old: old, Keys: keysOf(old)}
+}
+
+// malformed marks r as DecodeRecords marks a record it could not decode
+// whole.
+func malformed(r streamtally.Record) streamtally.Record {
+	r.Malformed = &streamtally.Malformed{Err: errors.New("NewImage.amount: unknown attribute type"), Raw: []byte(`{}`)}
+	return r
 }
 
 func keysOf(img streamtally.Image) streamtally.Image {
@@ -175,6 +183,53 @@ func TestFoldEventSemantics(t *testing.T) {
 			name: "remove of a bad image subtracts nothing and rejects nothing",
 			recs: []streamtally.Record{remove(item("a", "Phone", ""))},
 			want: map[string]want{},
+		},
+		{
+			name:    "insert whose new image could not be decoded is set aside",
+			recs:    []streamtally.Record{malformed(insert(nil))},
+			want:    map[string]want{},
+			rejects: []string{"bad_record"},
+		},
+		{
+			name:    "modify to an undecodable new image subtracts the old and sets the record aside",
+			recs:    []streamtally.Record{malformed(modify(phone5, nil))},
+			want:    map[string]want{"Phone": {-1, map[string]string{"amount": "-5"}}},
+			rejects: []string{"bad_record"},
+		},
+		{
+			name: "remove of an undecodable old image subtracts nothing and rejects nothing",
+			recs: []streamtally.Record{malformed(remove(nil))},
+			want: map[string]want{},
+		},
+		{
+			name:    "insert without a new image is set aside",
+			recs:    []streamtally.Record{insert(nil)},
+			want:    map[string]want{},
+			rejects: []string{"bad_record"},
+		},
+		{
+			name:    "modify without an old image adds the new and is set aside",
+			recs:    []streamtally.Record{modify(nil, web5)},
+			want:    map[string]want{"Web": {1, map[string]string{"amount": "5"}}},
+			rejects: []string{"bad_record"},
+		},
+		{
+			name:    "remove without an old image is set aside",
+			recs:    []streamtally.Record{remove(nil)},
+			want:    map[string]want{},
+			rejects: []string{"bad_record"},
+		},
+		{
+			name:    "modify to a bad new image without an old image is set aside once",
+			recs:    []streamtally.Record{modify(nil, item("a", "Web", "x"))},
+			want:    map[string]want{},
+			rejects: []string{"bad_number"},
+		},
+		{
+			name:    "an unknown event contributes nothing and is set aside",
+			recs:    []streamtally.Record{{Event: 0, Old: phone5, New: web5}},
+			want:    map[string]want{},
+			rejects: []string{"bad_record"},
 		},
 		{
 			name: "insert then delete in one batch leaves no group",

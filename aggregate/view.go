@@ -96,11 +96,11 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 	for i, path := range v.groupBy {
 		av, ok := lookup(img, path)
 		if !ok {
-			return Contribution{}, Reason{"missing_group_by", "missing group_by attribute " + strings.Join(path, ".")}, false
+			return Contribution{}, Reason{MissingGroupBy, "missing group_by attribute " + strings.Join(path, ".")}, false
 		}
-		text, ok := groupText(av)
+		text, reason, ok := groupText(strings.Join(path, "."), av)
 		if !ok {
-			return Contribution{}, Reason{"bad_group_by", "group_by attribute " + strings.Join(path, ".") + " has unsupported type " + typeName(av)}, false
+			return Contribution{}, reason, false
 		}
 		if i > 0 {
 			b.WriteByte('|')
@@ -115,15 +115,15 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 		m := &v.Measures[mi]
 		av, ok := lookup(img, m.path)
 		if !ok {
-			return Contribution{}, Reason{"missing_sum", "missing summed attribute " + m.Attr}, false
+			return Contribution{}, Reason{MissingSum, "missing summed attribute " + m.Attr}, false
 		}
 		n, ok := av.(*types.AttributeValueMemberN)
 		if !ok {
-			return Contribution{}, Reason{"bad_sum", "summed attribute " + m.Attr + " is " + typeName(av) + ", not a number"}, false
+			return Contribution{}, Reason{BadSum, "summed attribute " + m.Attr + " is " + typeName(av) + ", not a number"}, false
 		}
-		d, err := ParseDecimal(n.Value)
+		d, err := ParseNumber(n.Value)
 		if err != nil {
-			return Contribution{}, Reason{"bad_sum", "summed attribute " + m.Attr + ": " + err.Error()}, false
+			return Contribution{}, Reason{BadNumber, "summed attribute " + m.Attr + ": " + err.Error()}, false
 		}
 		c.Sums[j] = d
 	}
@@ -133,6 +133,25 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 // Reason says why an image contributes nothing: Kind is a short label for
 // metrics, Text the line for the log.
 type Reason struct{ Kind, Text string }
+
+// Reason kinds. The missing ones say the item lies outside the view:
+// DynamoDB items are sparse, and one table often holds several kinds of
+// item. The others say the item claims a place in the view with data the
+// view cannot use: those are dead letters.
+const (
+	MissingGroupBy = "missing_group_by" // a group_by attribute is absent
+	MissingSum     = "missing_sum"      // a summed attribute is absent
+	BadGroupBy     = "bad_group_by"     // a group_by attribute is not S, N or BOOL
+	BadSum         = "bad_sum"          // a summed attribute is not N
+	BadNumber      = "bad_number"       // an N that is not a number DynamoDB could store
+	BadRecord      = "bad_record"       // the record cannot be read: an image that is not DynamoDB JSON, a missing image, an unknown event
+)
+
+// IsDeadLetter reports whether a rejection of this kind is bad data, to be
+// set aside, rather than an item outside the view.
+func IsDeadLetter(kind string) bool {
+	return kind != MissingGroupBy && kind != MissingSum
+}
 
 func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
 	av, ok := img[path[0]]
@@ -149,25 +168,25 @@ func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
 	return av, ok && av != nil
 }
 
-// groupText renders a group_by value as text. Only scalars make sensible
-// groups; sets, lists, maps, binary and NULL are rejected.
-func groupText(av types.AttributeValue) (string, bool) {
+// groupText renders the group_by value at path as text. Only scalars make
+// sensible groups; sets, lists, maps, binary and NULL are rejected.
+func groupText(path string, av types.AttributeValue) (string, Reason, bool) {
 	switch a := av.(type) {
 	case *types.AttributeValueMemberS:
-		return a.Value, true
+		return a.Value, Reason{}, true
 	case *types.AttributeValueMemberN:
-		d, err := ParseDecimal(a.Value)
+		d, err := ParseNumber(a.Value)
 		if err != nil {
-			return "", false
+			return "", Reason{BadNumber, "group_by attribute " + path + ": " + err.Error()}, false
 		}
-		return d.String(), true
+		return d.String(), Reason{}, true
 	case *types.AttributeValueMemberBOOL:
 		if a.Value {
-			return "true", true
+			return "true", Reason{}, true
 		}
-		return "false", true
+		return "false", Reason{}, true
 	}
-	return "", false
+	return "", Reason{BadGroupBy, "group_by attribute " + path + " has unsupported type " + typeName(av)}, false
 }
 
 func typeName(av types.AttributeValue) string {

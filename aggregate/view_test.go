@@ -90,12 +90,16 @@ func TestFoldRejectsImagesThatCannotContribute(t *testing.T) {
 		{"group_by SS", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberSS{Value: []string{"Web"}}}), "bad_group_by"},
 		{"group_by NS", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberNS{Value: []string{"1"}}}), "bad_group_by"},
 		{"group_by B", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberB{Value: []byte("Web")}}), "bad_group_by"},
-		{"group_by N that does not parse", "platform", ok(streamtally.Image{"platform": attrN("twelve")}), "bad_group_by"},
+		{"group_by N that does not parse", "platform", ok(streamtally.Image{"platform": attrN("twelve")}), "bad_number"},
+		{"group_by N beyond DynamoDB's range", "platform", ok(streamtally.Image{"platform": attrN("1E+126")}), "bad_number"},
 		{"missing sum attribute", "platform", ok(streamtally.Image{"amount": nil}), "missing_sum"},
 		{"sum attribute of type S", "platform", ok(streamtally.Image{"amount": attrS("12")}), "bad_sum"},
 		{"sum attribute of type NULL", "platform", ok(streamtally.Image{"amount": &types.AttributeValueMemberNULL{Value: true}}), "bad_sum"},
-		{"sum N that does not parse", "platform", ok(streamtally.Image{"amount": attrN("1.2.3")}), "bad_sum"},
-		{"sum N with too many decimals", "platform", ok(streamtally.Image{"amount": attrN("1E-200")}), "bad_sum"},
+		{"sum N that does not parse", "platform", ok(streamtally.Image{"amount": attrN("1.2.3")}), "bad_number"},
+		{"sum N with too many decimals", "platform", ok(streamtally.Image{"amount": attrN("1E-200")}), "bad_number"},
+		{"sum N with 39 significant digits", "platform", ok(streamtally.Image{"amount": attrN("123456789012345678901234567890123456789")}), "bad_number"},
+		{"sum N below DynamoDB's smallest magnitude", "platform", ok(streamtally.Image{"amount": attrN("-9E-131")}), "bad_number"},
+		{"sum N empty", "platform", ok(streamtally.Image{"amount": attrN("")}), "bad_number"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

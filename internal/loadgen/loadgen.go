@@ -57,13 +57,26 @@ type Options struct {
 	Writers int     // concurrent writers
 	Rate    int     // writes per second across writers; 0 = as fast as possible
 	Seed    uint64  // for repeatable runs
-	BadRate float64 // share of inserts with a bad record (no platform, or a non-numeric amount)
+	BadRate float64 // share of inserts with a bad record: no platform, a platform that is a list, or an amount that is a string
 	Huge    bool    // now and then write amounts near 2^62 cents, beyond float precision
 }
 
 // Counts says what a load did.
 type Counts struct {
 	Inserts, Moves, Amounts, Deletes, Bad atomic.Int64
+
+	mu   sync.Mutex
+	dead []string // emails of items inserted with bad data
+}
+
+// DeadLetterEmails returns the emails of the items inserted with data a
+// view must set aside as a dead letter (a platform that is a list, an
+// amount that is a string), as opposed to items merely outside a view (no
+// platform).
+func (c *Counts) DeadLetterEmails() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.dead...)
 }
 
 func (c *Counts) String() string {
@@ -162,10 +175,18 @@ func (g *writer) insert(ctx context.Context) error {
 	}
 	if g.opts.BadRate > 0 && g.rnd.Float64() < g.opts.BadRate {
 		g.counts.Bad.Add(1)
-		if g.rnd.IntN(2) == 0 {
+		switch g.rnd.IntN(3) {
+		case 0:
 			delete(av, "platform")
-		} else {
+		case 1:
+			av["platform"] = &types.AttributeValueMemberL{Value: []types.AttributeValue{av["platform"]}}
+		default:
 			av["amount"] = &types.AttributeValueMemberS{Value: "n/a"}
+		}
+		if _, inView := av["platform"]; inView {
+			g.counts.mu.Lock()
+			g.counts.dead = append(g.counts.dead, it.email)
+			g.counts.mu.Unlock()
 		}
 	}
 	g.counts.Inserts.Add(1)
