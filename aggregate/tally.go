@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -14,13 +15,34 @@ import (
 // Store keeps views and applies deltas. It is what aggregate needs from the
 // publish step.
 type Store interface {
-	// Fences returns, per view name, the last sequence number of shard
-	// whose effect the store holds.
-	Fences(ctx context.Context, shard string) (map[string]string, error)
+	// Fences returns, per view name, what the store holds of the view for
+	// shard.
+	Fences(ctx context.Context, shard string) (map[string]Fence, error)
 	// Apply applies d atomically, provided the view's fence for d.Shard is
 	// still d.After; otherwise it changes nothing and returns a
-	// *FenceMovedError.
+	// *FenceMovedError, or a *ViewLostError if the view is marked lost.
+	// A delta without groups only moves the fence.
 	Apply(ctx context.Context, d *Delta) error
+	// MarkLost records in the store that a view's data is incomplete, so
+	// that its readers and every other process learn it too.
+	MarkLost(ctx context.Context, view, reason string) error
+}
+
+// Fence is what a store holds of one view for one shard.
+type Fence struct {
+	Seq  string // the last sequence number applied; "" for none
+	Held bool   // the store holds the view at all
+	Lost string // why the view was marked lost; "" while it is not
+}
+
+// ViewLostError means a view's data in the store is incomplete: it can no
+// longer be brought up to date from the stream, only rebuilt.
+type ViewLostError struct {
+	View, Reason string
+}
+
+func (e *ViewLostError) Error() string {
+	return fmt.Sprintf("view %s is lost: %s", e.View, e.Reason)
 }
 
 // FenceMovedError means another reader of the shard (an earlier owner of its
@@ -42,8 +64,11 @@ type Tally struct {
 	log   *slog.Logger
 	stats Stats
 
+	letters letters // records set aside: deadletter.go
+
 	mu     sync.Mutex
 	fences map[string]map[string]string // shard -> view -> fence
+	lost   map[string]string            // view -> why it is lost
 }
 
 // Stats counts what the fold has seen.
@@ -53,6 +78,7 @@ type Stats struct {
 	Replayed atomic.Int64 // records skipped because the store already held them, counted per view
 	Rejected atomic.Int64 // images that contributed nothing to a view
 	Moved    atomic.Int64 // applies refused because another reader moved the fence
+	Skipped  atomic.Int64 // records not applied to a lost view, counted per view
 
 	mu       sync.Mutex
 	byReason map[string]int64
@@ -71,22 +97,43 @@ func (s *Stats) RejectedBy() map[string]int64 {
 
 // NewTally returns a Tally over views that applies to store.
 func NewTally(views []*View, store Store, log *slog.Logger) *Tally {
-	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]string{}}
+	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]string{}, lost: map[string]string{}}
+}
+
+// ViewNames returns the names of the views, in configuration order.
+func (t *Tally) ViewNames() []string {
+	names := make([]string, len(t.views))
+	for i, v := range t.views {
+		names[i] = v.Name
+	}
+	return names
+}
+
+// Lost returns the views found lost, and why.
+func (t *Tally) Lost() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.lost)
 }
 
 // Stats returns the live counters.
 func (t *Tally) Stats() *Stats { return &t.stats }
 
-// HandleBatch folds one shard's batch into every view and applies it. It
-// returns nil only once every view holds the batch, so the caller may then
-// checkpoint past it.
-func (t *Tally) HandleBatch(ctx context.Context, shard string, recs []streamtally.Record) error {
-	fences, err := t.shardFences(ctx, shard)
+// HandleBatch folds one shard's batch, which follows the shard's checkpoint
+// after, into every view and applies it. It returns nil only once every
+// view holds the batch, or is lost, so the caller may then checkpoint past
+// it.
+func (t *Tally) HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error {
+	fences, err := t.shardFences(ctx, shard, after)
 	if err != nil {
 		return err
 	}
 	t.stats.Records.Add(int64(len(recs)))
 	for _, v := range t.views {
+		if t.isLost(v.Name) {
+			t.stats.Skipped.Add(int64(len(recs)))
+			continue
+		}
 		if err := t.applyView(ctx, v, shard, recs, fences); err != nil {
 			return err
 		}
@@ -95,20 +142,37 @@ func (t *Tally) HandleBatch(ctx context.Context, shard string, recs []streamtall
 }
 
 func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []streamtally.Record, fences map[string]string) error {
-	reject := t.reject
+	var rejected []Rejection
+	reject := func(r Rejection) { rejected = append(rejected, r) }
 	for {
 		d := v.Fold(shard, fences[v.Name], recs, reject)
 		t.stats.Replayed.Add(int64(len(recs) - d.Records))
-		if d.Empty() {
+		if d.Records == 0 {
 			return nil
 		}
+		if reject != nil {
+			if err := t.report(ctx, v.Name, shard, d.Through, rejected); err != nil {
+				return err
+			}
+			reject = nil
+		}
+		// A delta without groups is applied all the same: the fence must
+		// reach every record checkpointed, or a store that lost data could
+		// not be told from one that had nothing to do.
 		err := t.store.Apply(ctx, d)
 		var moved *FenceMovedError
+		var lost *ViewLostError
 		switch {
 		case err == nil:
 			t.stats.Applied.Add(1)
 			t.setFence(shard, v.Name, d.Through)
 			return nil
+		case errors.As(err, &moved) && behind(moved.Current, d.After):
+			// Fences only move forward. One that moved back means the
+			// store forgot applied records: a restart without
+			// persistence, a restore, a failover to a lagging replica.
+			return t.markLost(ctx, v.Name, fmt.Sprintf(
+				"shard %s had been applied through %s but Redis holds it only through %q: Redis lost writes", shard, d.After, moved.Current))
 		case errors.As(err, &moved):
 			t.stats.Moved.Add(1)
 			// Someone else applied part of this shard: fold again from
@@ -118,10 +182,46 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			fences[v.Name] = moved.Current
 			t.setFence(shard, v.Name, moved.Current)
 			reject = nil
+		case errors.As(err, &lost):
+			t.noteLost(lost.View, lost.Reason)
+			return nil
 		default:
 			return fmt.Errorf("apply view %s shard %s: %w", v.Name, shard, err)
 		}
 	}
+}
+
+// behind reports whether fence is before seq, "" being before everything.
+func behind(fence, seq string) bool {
+	return seq != "" && (fence == "" || streamtally.SeqLess(fence, seq))
+}
+
+// markLost marks view lost in the store, then here. Until the store has the
+// mark the batch fails, so the next attempt finds the loss again.
+func (t *Tally) markLost(ctx context.Context, view, reason string) error {
+	if err := t.store.MarkLost(ctx, view, reason); err != nil {
+		return fmt.Errorf("mark view %s lost: %w", view, err)
+	}
+	t.noteLost(view, reason)
+	return nil
+}
+
+func (t *Tally) noteLost(view, reason string) {
+	t.mu.Lock()
+	_, known := t.lost[view]
+	t.lost[view] = reason
+	t.mu.Unlock()
+	if !known {
+		t.log.Error("view lost: its counters are incomplete and are no longer updated; rebuild it",
+			"view", view, "reason", reason)
+	}
+}
+
+func (t *Tally) isLost(view string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.lost[view]
+	return ok
 }
 
 func (t *Tally) reject(r Rejection) {
@@ -132,29 +232,54 @@ func (t *Tally) reject(r Rejection) {
 	}
 	t.stats.byReason[r.View+"/"+r.Reason.Kind]++
 	t.stats.mu.Unlock()
-	t.log.Warn("record contributes nothing to view",
+	// An item outside a view is no news; bad data is.
+	level := slog.LevelDebug
+	if IsDeadLetter(r.Reason.Kind) {
+		level = slog.LevelWarn
+	}
+	t.log.Log(context.Background(), level, "record contributes nothing to view",
 		"view", r.View, "shard", r.Record.Shard, "seq", r.Record.SequenceNumber,
-		"event", r.Record.Event.String(), "key", KeyString(r.Record.Keys), "reason", r.Reason.Text)
+		"event", r.Record.Event.String(), "key", KeyString(r.Record.Keys), "kind", r.Reason.Kind, "reason", r.Reason.Text)
 }
 
-func (t *Tally) shardFences(ctx context.Context, shard string) (map[string]string, error) {
+// shardFences returns the fences of shard, read from the store when the
+// shard is new to this process. Every view applied at least through the
+// shard's checkpoint after, so a view whose fence is behind it lost data.
+func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[string]string, error) {
 	t.mu.Lock()
 	f, ok := t.fences[shard]
 	t.mu.Unlock()
 	if ok {
-		return copyMap(f), nil
+		return maps.Clone(f), nil
 	}
-	f, err := t.store.Fences(ctx, shard)
+	held, err := t.store.Fences(ctx, shard)
 	if err != nil {
 		return nil, fmt.Errorf("read fences of shard %s: %w", shard, err)
 	}
-	if f == nil {
-		f = map[string]string{} // setFence needs a map to record into
+	f = make(map[string]string, len(held))
+	for _, v := range t.views {
+		h := held[v.Name]
+		switch {
+		case h.Lost != "":
+			t.noteLost(v.Name, h.Lost)
+		case !h.Held && after != "":
+			err = t.markLost(ctx, v.Name, fmt.Sprintf(
+				"Redis holds nothing of the view, but shard %s was read through %s: Redis lost its data, or the view was added after the stream was read", shard, after))
+		case behind(h.Seq, after):
+			err = t.markLost(ctx, v.Name, fmt.Sprintf(
+				"shard %s was read through %s but Redis holds it only through %q: Redis lost writes", shard, after, h.Seq))
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Seq != "" {
+			f[v.Name] = h.Seq
+		}
 	}
 	t.mu.Lock()
 	t.fences[shard] = f
 	t.mu.Unlock()
-	return copyMap(f), nil
+	return maps.Clone(f), nil
 }
 
 func (t *Tally) setFence(shard, view, seq string) {
@@ -171,12 +296,5 @@ func (t *Tally) ShardReleased(shard string) {
 	t.mu.Lock()
 	delete(t.fences, shard)
 	t.mu.Unlock()
-}
-
-func copyMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	t.letters.forget(shard)
 }

@@ -19,6 +19,8 @@ type memStore struct {
 	mu       sync.Mutex
 	fences   map[string]map[string]string      // shard -> view -> fence
 	totals   map[string]map[string]*GroupDelta // view -> group -> totals
+	held     map[string]bool                   // views ever applied
+	lost     map[string]string                 // view -> why it was marked lost
 	applied  []*Delta                          // every Apply call, in order
 	fenceErr error                             // returned by Fences
 	applyErr error                             // returned by Apply
@@ -29,16 +31,51 @@ type memStore struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{fences: map[string]map[string]string{}, totals: map[string]map[string]*GroupDelta{}}
+	return &memStore{fences: map[string]map[string]string{}, totals: map[string]map[string]*GroupDelta{},
+		held: map[string]bool{}, lost: map[string]string{}}
 }
 
-func (s *memStore) Fences(_ context.Context, shard string) (map[string]string, error) {
+func (s *memStore) Fences(_ context.Context, shard string) (map[string]Fence, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fenceErr != nil {
 		return nil, s.fenceErr
 	}
-	return maps.Clone(s.fences[shard]), nil // nil for a shard never applied
+	out := map[string]Fence{}
+	for v := range s.held {
+		out[v] = Fence{Seq: s.fences[shard][v], Held: true, Lost: s.lost[v]}
+	}
+	for v, why := range s.lost {
+		out[v] = Fence{Seq: s.fences[shard][v], Held: s.held[v], Lost: why}
+	}
+	return out, nil
+}
+
+func (s *memStore) MarkLost(_ context.Context, view, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost[view] = reason
+	return nil
+}
+
+// forget drops everything the store holds of view, as a Redis restarted
+// without persistence would.
+func (s *memStore) forget(view string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.fences {
+		delete(f, view)
+	}
+	delete(s.totals, view)
+	delete(s.held, view)
+}
+
+// rewind sets view's fence for shard back, as a restore of an older
+// snapshot would.
+func (s *memStore) rewind(shard, view, fence string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fences[shard][view] = fence
 }
 
 func (s *memStore) Apply(_ context.Context, d *Delta) error {
@@ -63,10 +100,14 @@ func (s *memStore) applyLocked(d *Delta) error {
 		f = map[string]string{}
 		s.fences[d.Shard] = f
 	}
+	if why, ok := s.lost[d.View.Name]; ok {
+		return &ViewLostError{View: d.View.Name, Reason: why}
+	}
 	if cur := f[d.View.Name]; cur != d.After {
 		return &FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: cur}
 	}
 	f[d.View.Name] = d.Through
+	s.held[d.View.Name] = true
 	t := s.totals[d.View.Name]
 	if t == nil {
 		t = map[string]*GroupDelta{}
@@ -117,7 +158,7 @@ func TestTallyAppliesEachViewAndCachesTheFence(t *testing.T) {
 	b1 := numbered("s1", 1, insert(item("a", "Web", "5")), insert(item("b", "Phone", "2")))
 	b2 := numbered("s1", 3, modify(item("a", "Web", "5"), item("a", "Phone", "6")))
 	for _, b := range [][]streamtally.Record{b1, b2} {
-		if err := tally.HandleBatch(ctx, "s1", b); err != nil {
+		if err := tally.HandleBatch(ctx, "s1", "", b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,7 +196,7 @@ func TestTallyCountsRejectionsPerViewAndKind(t *testing.T) {
 		remove(item("d", "", "5")),    // a bad old image is not reported
 		modify(item("e", "Web", "1"), streamtally.Image{"platform": attrS("Web"), "amount": attrS("x")}), // bad_sum for amounts
 	)
-	if err := tally.HandleBatch(context.Background(), "s1", batch); err != nil {
+	if err := tally.HandleBatch(context.Background(), "s1", "", batch); err != nil {
 		t.Fatal(err)
 	}
 	if got := tally.Stats().Rejected.Load(); got != 4 {
@@ -195,7 +236,7 @@ func TestTallyRefoldsFromTheFenceAnotherWorkerMoved(t *testing.T) {
 	store.beforeApply = func(*Delta) {
 		once.Do(func() { store.otherWorker(v, "s1", batch[:2]) })
 	}
-	if err := tally.HandleBatch(ctx, "s1", batch); err != nil {
+	if err := tally.HandleBatch(ctx, "s1", "", batch); err != nil {
 		t.Fatalf("HandleBatch: %v", err)
 	}
 	ds := store.applies()
@@ -221,7 +262,7 @@ func TestTallyRefoldsFromTheFenceAnotherWorkerMoved(t *testing.T) {
 	// The refold's fence is cached: the next batch applies at once.
 	store.beforeApply = nil
 	next := numbered("s1", 5, remove(item("b", "Phone", "2")))
-	if err := tally.HandleBatch(ctx, "s1", next); err != nil {
+	if err := tally.HandleBatch(ctx, "s1", "", next); err != nil {
 		t.Fatal(err)
 	}
 	if ds := store.applies(); len(ds) != 3 || ds[2].After != "4" {
@@ -239,7 +280,7 @@ func TestTallyWhenAnotherWorkerAppliedTheWholeBatch(t *testing.T) {
 			store.otherWorker(v, "s1", batch)
 		}
 	}
-	if err := tally.HandleBatch(context.Background(), "s1", batch); err != nil {
+	if err := tally.HandleBatch(context.Background(), "s1", "", batch); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(store.applies()); n != 1 {
@@ -249,7 +290,7 @@ func TestTallyWhenAnotherWorkerAppliedTheWholeBatch(t *testing.T) {
 
 	// The fence the refusal reported is cached although nothing was applied.
 	store.beforeApply = nil
-	if err := tally.HandleBatch(context.Background(), "s1", numbered("s1", 3, insert(item("c", "Web", "")))); err != nil {
+	if err := tally.HandleBatch(context.Background(), "s1", "", numbered("s1", 3, insert(item("c", "Web", "")))); err != nil {
 		t.Fatal(err)
 	}
 	if ds := store.applies(); len(ds) != 2 || ds[1].After != "2" {
@@ -265,7 +306,7 @@ func TestTallyWrapsStoreErrorsWithViewAndShard(t *testing.T) {
 	t.Run("apply", func(t *testing.T) {
 		store := newMemStore()
 		store.applyErr = down
-		err := NewTally([]*View{v}, store, quietLog()).HandleBatch(context.Background(), "shard-0042", batch)
+		err := NewTally([]*View{v}, store, quietLog()).HandleBatch(context.Background(), "shard-0042", "", batch)
 		if !errors.Is(err, down) {
 			t.Fatalf("err = %v, want it to wrap %v", err, down)
 		}
@@ -279,7 +320,7 @@ func TestTallyWrapsStoreErrorsWithViewAndShard(t *testing.T) {
 		store := newMemStore()
 		store.fenceErr = down
 		tally := NewTally([]*View{v}, store, quietLog())
-		err := tally.HandleBatch(context.Background(), "shard-0042", batch)
+		err := tally.HandleBatch(context.Background(), "shard-0042", "", batch)
 		if !errors.Is(err, down) || !strings.Contains(err.Error(), "shard-0042") {
 			t.Fatalf("err = %v, want it to wrap %v and name the shard", err, down)
 		}
@@ -293,11 +334,12 @@ func TestTallyReplayOfAppliedBatchCallsNoApply(t *testing.T) {
 	v := newView("v", []string{"platform"}, "n=count")
 	store := newMemStore()
 	store.fences["s1"] = map[string]string{"v": "10"}
+	store.held["v"] = true
 	tally := NewTally([]*View{v}, store, quietLog())
 
 	batch := numbered("s1", 5, insert(item("a", "Web", "")), insert(item("b", "", "")))
 	batch = append(batch, numbered("s1", 9, insert(item("c", "Web", "")), insert(item("d", "Web", "")))...)
-	if err := tally.HandleBatch(context.Background(), "s1", batch); err != nil {
+	if err := tally.HandleBatch(context.Background(), "s1", "", batch); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(store.applies()); n != 0 {
@@ -316,14 +358,14 @@ func TestTallyShardReleasedRereadsFences(t *testing.T) {
 	store := newMemStore()
 	tally := NewTally([]*View{v}, store, quietLog())
 	ctx := context.Background()
-	if err := tally.HandleBatch(ctx, "s1", numbered("s1", 1, insert(item("a", "Web", "")))); err != nil {
+	if err := tally.HandleBatch(ctx, "s1", "", numbered("s1", 1, insert(item("a", "Web", "")))); err != nil {
 		t.Fatal(err)
 	}
 	// While this process did not own the shard, another applied seq 2..3.
 	tally.ShardReleased("s1")
 	later := numbered("s1", 2, insert(item("b", "Web", "")), insert(item("c", "Web", "")))
 	store.otherWorker(v, "s1", later)
-	if err := tally.HandleBatch(ctx, "s1", append(later, numbered("s1", 4, insert(item("d", "Web", "")))...)); err != nil {
+	if err := tally.HandleBatch(ctx, "s1", "", append(later, numbered("s1", 4, insert(item("d", "Web", "")))...)); err != nil {
 		t.Fatal(err)
 	}
 	ds := store.applies()
@@ -353,7 +395,7 @@ func TestTallyShardsConcurrently(t *testing.T) {
 					insert(item(fmt.Sprintf("%s-%d", shard, b), "Web", "0.01")),
 					insert(item(fmt.Sprintf("%s-%d-x", shard, b), "", "1")),
 				)
-				if err := tally.HandleBatch(context.Background(), shard, recs); err != nil {
+				if err := tally.HandleBatch(context.Background(), shard, "", recs); err != nil {
 					errs <- err
 					return
 				}

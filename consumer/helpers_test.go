@@ -96,6 +96,7 @@ var stamp atomic.Int64
 // call is one HandleBatch call.
 type call struct {
 	shard string
+	after string // the checkpoint the batch follows
 	seqs  []string
 	err   error // what HandleBatch returned
 	at    int64 // global order
@@ -115,7 +116,7 @@ type recorder struct {
 
 var _ consumer.Handler = (*recorder)(nil)
 
-func (r *recorder) HandleBatch(ctx context.Context, shard string, recs []streamtally.Record) error {
+func (r *recorder) HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error {
 	seqs := make([]string, len(recs))
 	var bad []string
 	for i, rec := range recs {
@@ -138,7 +139,7 @@ func (r *recorder) HandleBatch(ctx context.Context, shard string, recs []streamt
 		r.fail--
 		err = errInjected
 	}
-	r.calls = append(r.calls, call{shard: shard, seqs: seqs, err: err, at: stamp.Add(1)})
+	r.calls = append(r.calls, call{shard: shard, after: after, seqs: seqs, err: err, at: stamp.Add(1)})
 	return err
 }
 

@@ -110,7 +110,7 @@ func (r *shardReader) apply(ctx context.Context, in []types.Record) (outcome, bo
 	recs := toRecords(r.shard.ID, in)
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
-		err := r.w.handler.HandleBatch(ctx, r.shard.ID, recs)
+		err := r.w.handler.HandleBatch(ctx, r.shard.ID, r.last, recs)
 		if err == nil {
 			break
 		}

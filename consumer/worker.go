@@ -17,7 +17,11 @@ import (
 // past a batch only after HandleBatch returns nil, and hands the same
 // batch again after an error.
 type Handler interface {
-	HandleBatch(ctx context.Context, shard string, recs []streamtally.Record) error
+	// HandleBatch handles recs, which follow after: the shard's last
+	// checkpoint ("" when reading from the shard's start, or from LATEST
+	// before anything was checkpointed). Everything up to after was
+	// handled before, so a store that holds less has lost data.
+	HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error
 	// ShardReleased says this worker no longer reads shard.
 	ShardReleased(shard string)
 }
@@ -128,7 +132,11 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) heartbeat(ctx context.Context) {
-	if err := w.leases.Heartbeat(ctx); err != nil {
+	// A write cancelled on the client may still land on the server, after
+	// Leave removed the row; so the write is waited for, not cancelled.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opt.LeaseDuration)
+	defer cancel()
+	if err := w.leases.Heartbeat(hctx); err != nil {
 		if ctx.Err() == nil {
 			w.log.Warn("heartbeat failed", "err", err)
 		}

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -164,6 +165,7 @@ func TestWorkerRestartResumesFromCheckpoint(t *testing.T) {
 			waitFor(t, patience, "first run to handle every record", func() bool { return handledCount(h1) >= total(first) })
 			w1.stop(t)
 			checkHandled(t, first, h1)
+			checkAfters(t, h1, map[string]string{})
 			if cp := map[string]string{"s1": last(first["s1"]), "s2": last(first["s2"])}; !f.checkpointsAre(cp) {
 				t.Fatalf("after the first run, leases = %+v, want checkpoints %v", f.leases(), cp)
 			}
@@ -174,6 +176,7 @@ func TestWorkerRestartResumesFromCheckpoint(t *testing.T) {
 			waitFor(t, patience, "second run to handle the new records", func() bool { return handledCount(h2) >= total(more) })
 			w2.stop(t)
 			checkHandled(t, more, h2)
+			checkAfters(t, h2, map[string]string{"s1": last(first["s1"]), "s2": last(first["s2"])})
 		})
 	}
 }
@@ -319,8 +322,8 @@ func TestWorkerResumesAtTrimHorizonWhenTrimmed(t *testing.T) {
 		calls := handled(h)
 		// The fake trims nothing, so TRIM_HORIZON is the shard's first
 		// record: reading from there proves where the reader went.
-		if c := calls[callsBefore]; c.seqs[0] != before["s1"][0] {
-			t.Errorf("first batch after the trim starts at %s, want the trim horizon %s", c.seqs[0], before["s1"][0])
+		if c := calls[callsBefore]; c.seqs[0] != before["s1"][0] || c.after != "" {
+			t.Errorf("first batch after the trim starts at %s after %q, want the trim horizon %s after \"\"", c.seqs[0], c.after, before["s1"][0])
 		}
 		var got []string
 		for _, c := range calls[callsBefore:] {
@@ -673,4 +676,20 @@ func TestWorkerListsShardsAcrossDescribeStreamPages(t *testing.T) {
 	waitFor(t, patience, "a record from every shard", func() bool { return handledCount(h) >= total(want) })
 	w.stop(t)
 	checkHandled(t, want, h)
+}
+
+// checkAfters checks that every batch names as its predecessor the shard's
+// checkpoint at that moment: start for the first batch of a shard, then the
+// last record of the batch handled before it.
+func checkAfters(t *testing.T, h *recorder, start map[string]string) {
+	t.Helper()
+	prev := maps.Clone(start)
+	for _, c := range h.allCalls() {
+		if c.after != prev[c.shard] {
+			t.Errorf("batch %v of shard %s follows %q, want %q", c.seqs, c.shard, c.after, prev[c.shard])
+		}
+		if c.err == nil {
+			prev[c.shard] = last(c.seqs)
+		}
+	}
 }

@@ -7,9 +7,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,6 +126,25 @@ func LeaseCheck(w *consumer.Worker, leaseDuration time.Duration) Check {
 	}}
 }
 
+// ViewsCheck is ready while no view is lost: a lost view's counters are
+// incomplete, and serving it as if it were whole would be wrong.
+func ViewsCheck(t *aggregate.Tally) Check {
+	return Check{Name: "views", Fn: func(context.Context) error {
+		lost := t.Lost()
+		if len(lost) == 0 {
+			return nil
+		}
+		var b strings.Builder
+		for i, v := range slices.Sorted(maps.Keys(lost)) {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "view %s lost: %s", v, lost[v])
+		}
+		return errors.New(b.String())
+	}}
+}
+
 type collector struct {
 	w *consumer.Worker
 	t *aggregate.Tally
@@ -137,20 +159,28 @@ var (
 		"Records applied and checkpointed on the shard since this process took its lease.", []string{"shard"}, nil)
 	descShardBatches = prometheus.NewDesc("streamtally_shard_batches_total",
 		"Batches applied and checkpointed on the shard since this process took its lease.", []string{"shard"}, nil)
-	descRecords      = counter("records_total", "Records applied and checkpointed.")
-	descBatches      = counter("batches_total", "Batches applied and checkpointed.")
-	descBad          = prometheus.NewDesc("streamtally_bad_records_total", "New images that contribute nothing to a view, by reason.", []string{"view", "reason"}, nil)
-	descReplayed     = counter("replayed_records_total", "Records skipped because Redis already held them (counted per view).")
-	descMoved        = counter("fence_conflicts_total", "View applies refused because another reader of the shard moved the fence.")
-	descApplyErrors  = counter("redis_errors_total", "Failed batch applies to Redis; each is retried with backoff.")
-	descReadErrors   = counter("stream_errors_total", "Failed DynamoDB Streams calls after the SDK's own retries; each is retried with backoff.")
-	descExpired      = counter("expired_iterators_total", "Shard iterators that expired and were fetched again from the checkpoint.")
-	descTrimmed      = counter("trimmed_total", "Times records were trimmed from the stream before they were read.")
-	descLeasesHeld   = prometheus.NewDesc("streamtally_leases_held", "Shard leases this process holds.", nil, nil)
+	descRecords     = counter("records_total", "Records applied and checkpointed.")
+	descBatches     = counter("batches_total", "Batches applied and checkpointed.")
+	descBad         = prometheus.NewDesc("streamtally_bad_records_total", "New images that contribute nothing to a view, by reason.", []string{"view", "reason"}, nil)
+	descReplayed    = counter("replayed_records_total", "Records skipped because Redis already held them (counted per view).")
+	descMoved       = counter("fence_conflicts_total", "View applies refused because another reader of the shard moved the fence.")
+	descApplyErrors = counter("redis_errors_total", "Failed batch applies to Redis; each is retried with backoff.")
+	descReadErrors  = counter("stream_errors_total", "Failed DynamoDB Streams calls after the SDK's own retries; each is retried with backoff.")
+	descExpired     = counter("expired_iterators_total", "Shard iterators that expired and were fetched again from the checkpoint.")
+	descTrimmed     = counter("trimmed_total", "Times records were trimmed from the stream before they were read.")
+	descLeasesHeld  = prometheus.NewDesc("streamtally_leases_held", "Shard leases this process holds.", nil, nil)
+	descViewLost    = prometheus.NewDesc("streamtally_view_lost",
+		"1 while the view is lost: Redis lost data the stream can no longer replay, so its counters are incomplete and no longer updated.", []string{"view"}, nil)
 	descLeasesTaken  = counter("leases_taken_total", "Shard leases taken.")
 	descLeasesLost   = counter("leases_lost_total", "Shard leases lost to another worker.")
 	descLeasesReleas = counter("leases_released_total", "Shard leases released (shutdown, shard end, or sharing).")
 )
+
+// descDeadLetters counts the rejections that are bad data, as distinct
+// from items outside a view: the subset of streamtally_bad_records_total
+// worth an alarm, counted at the same moment, so the two always agree.
+var descDeadLetters = prometheus.NewDesc("streamtally_dead_letters_total",
+	"Records set aside as bad data for a view (kept in the <prefix>:dlq stream unless dlq.max_len is 0), by reason.", []string{"view", "reason"}, nil)
 
 func counter(name, help string) *prometheus.Desc {
 	return prometheus.NewDesc("streamtally_"+name, help, nil, nil)
@@ -159,9 +189,10 @@ func counter(name, help string) *prometheus.Desc {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIteratorAge, descCheckpointLag, descShardRecords, descShardBatches,
 		descRecords, descBatches, descBad, descReplayed, descMoved, descApplyErrors, descReadErrors, descExpired,
-		descTrimmed, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleas} {
+		descTrimmed, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleas, descViewLost} {
 		ch <- d
 	}
+	ch <- descDeadLetters
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -175,6 +206,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range ts.RejectedBy() {
 		view, reason, _ := strings.Cut(k, "/")
 		ch <- prometheus.MustNewConstMetric(descBad, prometheus.CounterValue, float64(n), view, reason)
+		if aggregate.IsDeadLetter(reason) {
+			ch <- prometheus.MustNewConstMetric(descDeadLetters, prometheus.CounterValue, float64(n), view, reason)
+		}
 	}
 	for d, v := range map[*prometheus.Desc]int64{
 		descRecords: ws.Records.Load(), descBatches: ws.Batches.Load(),
@@ -186,4 +220,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}
 	ch <- prometheus.MustNewConstMetric(descLeasesHeld, prometheus.GaugeValue, float64(ws.LeasesHeld.Load()))
+	lost := c.t.Lost()
+	for _, v := range c.t.ViewNames() {
+		n := 0.0
+		if _, ok := lost[v]; ok {
+			n = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descViewLost, prometheus.GaugeValue, n, v)
+	}
 }

@@ -6,9 +6,12 @@
 -- ARGV[3] new fence          ARGV[4] updated_ms
 -- ARGV[5] channel            ARGV[6], ARGV[7] message around the version
 -- ARGV[8] measure kinds, one letter per measure key: c(ount) or s(um)
--- ARGV[9..] per group: key, count delta, then one decimal delta per sum
+-- ARGV[9] PUBLISH, or SPUBLISH in a cluster
+-- ARGV[10..] per group: key, count delta, then one decimal delta per sum
 --
--- Returns {1, version} when applied, {0, current fence} when the fence moved.
+-- Returns {1, version} when applied (version 0: the delta had no groups and
+-- only moved the fence), {0, current fence} when the fence moved, {2, reason}
+-- when the view is marked lost.
 
 -- Sums are exact decimals kept as strings: Lua numbers are doubles, and
 -- HINCRBYFLOAT is a long double, so neither may touch them.
@@ -71,9 +74,19 @@ local function dec_add(a, b)
 end
 
 local meta, items = KEYS[1], KEYS[2]
+local lost = redis.call('HGET', meta, 'lost')
+if lost then
+  return {2, lost}
+end
 local cur = redis.call('HGET', meta, ARGV[1]) or ''
 if cur ~= ARGV[2] then
   return {0, cur}
+end
+if #ARGV < 10 then
+  -- Nothing a reader can see changed; the fence still moves so that it
+  -- covers every record the consumer checkpoints.
+  redis.call('HSET', meta, ARGV[1], ARGV[3])
+  return {1, 0}
 end
 
 local kinds = ARGV[8]
@@ -83,7 +96,7 @@ for k = 1, nm do
   if string.sub(kinds, k, k) == 's' then nsum = nsum + 1 end
 end
 
-local i = 9
+local i = 10
 while i <= #ARGV do
   local g, dc = ARGV[i], tonumber(ARGV[i + 1])
   local n
@@ -119,5 +132,5 @@ end
 
 redis.call('HSET', meta, ARGV[1], ARGV[3], 'updated_ms', ARGV[4])
 local v = redis.call('HINCRBY', meta, 'version', 1)
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. v .. ARGV[7])
+redis.call(ARGV[9], ARGV[5], ARGV[6] .. v .. ARGV[7])
 return {1, v}

@@ -133,7 +133,7 @@ func TestGroupRemovalThroughFold(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.apply(v.Fold("s", fences[v.Name], recs, nil))
+			f.apply(v.Fold("s", fences[v.Name].Seq, recs, nil))
 		}
 		for _, c := range []struct {
 			v    *aggregate.View

@@ -69,7 +69,7 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("snapshot after the restart = %+v, want version 1, Web 2 / 1", s)
 	}
 	fences, err := store.Fences(ctx, "s")
-	if err != nil || fences[v.Name] != "2" {
+	if err != nil || fences[v.Name].Seq != "2" {
 		t.Errorf("Fences after the restart = %v, %v; want by_platform=2", fences, err)
 	}
 }

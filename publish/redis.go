@@ -13,7 +13,6 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -35,6 +34,9 @@ const (
 	metaSuffix  = "_meta"
 	itemsSuffix = "_items"
 	fencePrefix = "fence:"
+	// lostField in the meta hash says the view's counters are incomplete,
+	// and why. Readers must not trust a view that has it.
+	lostField = "lost"
 )
 
 // Keys names one view's Redis keys.
@@ -60,36 +62,52 @@ func (k Keys) Items() string { return k.Measure(itemsSuffix) }
 
 // Redis is a Store backed by a Redis server or cluster.
 type Redis struct {
-	client redis.UniversalClient
-	prefix string
-	views  []*aggregate.View
-	now    func() time.Time
+	client  redis.UniversalClient
+	prefix  string
+	views   []*aggregate.View
+	now     func() time.Time
+	publish string // the command that announces a version
 }
 
-// NewRedis returns a store for views on client.
+// NewRedis returns a store for views on client. On a *redis.ClusterClient
+// deltas go out with SPUBLISH: a classic PUBLISH is copied to every node
+// of the cluster, a sharded one stays on the shard that owns the view.
 func NewRedis(client redis.UniversalClient, prefix string, views []*aggregate.View) *Redis {
-	return &Redis{client: client, prefix: prefix, views: views, now: time.Now}
+	publish := "PUBLISH"
+	if _, ok := client.(*redis.ClusterClient); ok {
+		publish = "SPUBLISH"
+	}
+	return &Redis{client: client, prefix: prefix, views: views, now: time.Now, publish: publish}
 }
 
 // Fences implements aggregate.Store.
-func (r *Redis) Fences(ctx context.Context, shard string) (map[string]string, error) {
-	cmds := make([]*redis.StringCmd, len(r.views))
+func (r *Redis) Fences(ctx context.Context, shard string) (map[string]aggregate.Fence, error) {
+	fields := make([]*redis.SliceCmd, len(r.views))
+	exists := make([]*redis.IntCmd, len(r.views))
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, v := range r.views {
-			cmds[i] = p.HGet(ctx, KeysFor(r.prefix, v.Name).Meta(), fencePrefix+shard)
+			meta := KeysFor(r.prefix, v.Name).Meta()
+			fields[i] = p.HMGet(ctx, meta, fencePrefix+shard, lostField)
+			exists[i] = p.Exists(ctx, meta)
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(r.views))
+	out := make(map[string]aggregate.Fence, len(r.views))
 	for i, v := range r.views {
-		if s, err := cmds[i].Result(); err == nil {
-			out[v.Name] = s
-		}
+		vals := fields[i].Val()
+		seq, _ := vals[0].(string)
+		lost, _ := vals[1].(string)
+		out[v.Name] = aggregate.Fence{Seq: seq, Held: exists[i].Val() == 1, Lost: lost}
 	}
 	return out, nil
+}
+
+// MarkLost implements aggregate.Store.
+func (r *Redis) MarkLost(ctx context.Context, view, reason string) error {
+	return r.client.HSet(ctx, KeysFor(r.prefix, view).Meta(), lostField, reason).Err()
 }
 
 // Apply implements aggregate.Store: one script call per view delta.
@@ -109,8 +127,8 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	groups := sortedGroups(d)
 	ts := r.now().UnixMilli()
 	head, tail := message(d, groups, ts)
-	args := make([]any, 0, 8+len(groups)*(2+d.View.SumCount()))
-	args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String())
+	args := make([]any, 0, 9+len(groups)*(2+d.View.SumCount()))
+	args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String(), r.publish)
 	for _, g := range groups {
 		gd := d.Groups[g]
 		args = append(args, g, gd.Count)
@@ -125,11 +143,15 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	if len(res) != 2 {
 		return fmt.Errorf("apply script returned %v", res)
 	}
-	if ok, _ := res[0].(int64); ok == 1 {
+	status, _ := res[0].(int64)
+	text, _ := res[1].(string)
+	switch status {
+	case 1:
 		return nil
+	case 2:
+		return &aggregate.ViewLostError{View: d.View.Name, Reason: text}
 	}
-	cur, _ := res[1].(string)
-	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: cur}
+	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: text}
 }
 
 func sortedGroups(d *aggregate.Delta) []string {

@@ -16,6 +16,8 @@ type Snapshot struct {
 	Version   int64                        `json:"version"`
 	UpdatedMS int64                        `json:"updated_ms"`
 	Measures  map[string]map[string]string `json:"measures"`
+	// Lost, when set, says why the view's counters are incomplete.
+	Lost string `json:"lost,omitempty"`
 }
 
 // Snapshot reads every measure hash and the version of view in one
@@ -26,7 +28,7 @@ func (r *Redis) Snapshot(ctx context.Context, view *aggregate.View) (*Snapshot, 
 	hashes := make([]*redis.MapStringStringCmd, len(view.Measures))
 	var meta *redis.SliceCmd
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms")
+		meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms", lostField)
 		for i, m := range view.Measures {
 			hashes[i] = p.HGetAll(ctx, k.Measure(m.Name))
 		}
@@ -39,6 +41,7 @@ func (r *Redis) Snapshot(ctx context.Context, view *aggregate.View) (*Snapshot, 
 	vals := meta.Val()
 	s.Version = atoi(vals[0])
 	s.UpdatedMS = atoi(vals[1])
+	s.Lost, _ = vals[2].(string)
 	for i, m := range view.Measures {
 		s.Measures[m.Name] = hashes[i].Val()
 	}

@@ -214,7 +214,7 @@ func TestTallyExactlyOnce(t *testing.T) {
 	// A reader takes the shard and applies records 1..4, then stalls: its
 	// cached fences stay at record 4.
 	stale := aggregate.NewTally(views, store, discardLog())
-	if err := stale.HandleBatch(ctx, shard, recs[0:4]); err != nil {
+	if err := stale.HandleBatch(ctx, shard, "", recs[0:4]); err != nil {
 		t.Fatal(err)
 	}
 	expectApplies("after 1..4", "by_platform ..40 ok", "by_country ..40 ok")
@@ -225,7 +225,7 @@ func TestTallyExactlyOnce(t *testing.T) {
 	// Another reader (the lease moved) applies batch 1..10: it reads the
 	// fences from Redis and applies only 5..10.
 	fresh := aggregate.NewTally(views, store, discardLog())
-	if err := fresh.HandleBatch(ctx, shard, recs[0:10]); err != nil {
+	if err := fresh.HandleBatch(ctx, shard, "", recs[0:10]); err != nil {
 		t.Fatal(err)
 	}
 	expectApplies("after 1..10", "by_platform 40..100 ok", "by_country 40..100 ok")
@@ -238,7 +238,7 @@ func TestTallyExactlyOnce(t *testing.T) {
 
 	// A crash and a replay of the same batch by a new process: nothing.
 	replay := aggregate.NewTally(views, store, discardLog())
-	if err := replay.HandleBatch(ctx, shard, recs[0:10]); err != nil {
+	if err := replay.HandleBatch(ctx, shard, "", recs[0:10]); err != nil {
 		t.Fatal(err)
 	}
 	expectApplies("after replaying 1..10")
@@ -255,7 +255,7 @@ func TestTallyExactlyOnce(t *testing.T) {
 	// The stalled reader wakes up with batch 5..15. Its fence (4) is stale:
 	// Apply fails with FenceMovedError, it refolds after 10 and applies
 	// 11..15 only, once per view.
-	if err := stale.HandleBatch(ctx, shard, recs[4:15]); err != nil {
+	if err := stale.HandleBatch(ctx, shard, "", recs[4:15]); err != nil {
 		t.Fatal(err)
 	}
 	expectApplies("after 5..15 on a stale fence",
@@ -273,13 +273,13 @@ func TestTallyExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range views {
-		if fences[v.Name] != recs[14].SequenceNumber {
-			t.Errorf("fence of %s = %q, want %q", v.Name, fences[v.Name], recs[14].SequenceNumber)
+		if fences[v.Name].Seq != recs[14].SequenceNumber {
+			t.Errorf("fence of %s = %q, want %q", v.Name, fences[v.Name].Seq, recs[14].SequenceNumber)
 		}
 	}
 
 	// And the whole history replayed once more, in one batch: nothing.
-	if err := aggregate.NewTally(views, store, discardLog()).HandleBatch(ctx, shard, recs); err != nil {
+	if err := aggregate.NewTally(views, store, discardLog()).HandleBatch(ctx, shard, "", recs); err != nil {
 		t.Fatal(err)
 	}
 	expectApplies("after replaying 1..15")

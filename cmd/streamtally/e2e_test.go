@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 // checks every view against a full scan, the published deltas against the
 // hashes, and the versions for gaps.
 func TestScenarioCountersEqualFullScan(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -47,6 +49,7 @@ func TestScenarioCountersEqualFullScan(t *testing.T) {
 // land; batches applied but not checkpointed are read again on restart and
 // must change nothing.
 func TestCrashRestartStaysExact(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -74,6 +77,7 @@ func TestCrashRestartStaysExact(t *testing.T) {
 // one holding the lease is killed and the other must take the shard when
 // the lease expires, with counters exact.
 func TestTwoDaemonsTakeOverWhenHolderDies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -113,6 +117,7 @@ func TestTwoDaemonsTakeOverWhenHolderDies(t *testing.T) {
 // it must exit 0 well within 30 s and leave the lease free, so a new
 // worker starts at once rather than after the lease expires.
 func TestSIGTERMFinishesBatchAndReleasesLease(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -153,6 +158,7 @@ func TestSIGTERMFinishesBatchAndReleasesLease(t *testing.T) {
 // the middle of the load; the shard must wait, checkpoint nothing it has
 // not applied, and catch up exactly once Redis is back.
 func TestRedisOutageWaitsAndLosesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -258,6 +264,7 @@ func TestTableWithoutProperStreamSaysHowToFix(t *testing.T) {
 // TestSnapshotPrintsVersionAndMeasures checks the snapshot command against
 // the running daemon's result.
 func TestSnapshotPrintsVersionAndMeasures(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	d := e.start("w1")
@@ -288,4 +295,61 @@ func runBinary(t *testing.T, args ...string) (string, int) {
 		}
 	}
 	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// TestUnreachableEndpointsExitTwo: an endpoint that answers nothing, a table
+// that is not there or a Redis that refuses the credentials is a
+// configuration to fix, reported in one line naming the setting.
+func TestUnreachableEndpointsExitTwo(t *testing.T) {
+	e := newEnv(t)
+	e.createTable()
+	closed := closedAddr(t)
+	cases := []struct {
+		name         string
+		from, to     string // replaced in the working configuration
+		want1, want2 string // the line names both
+	}{
+		{"DynamoDB endpoint", "endpoint: " + e.endpoint + "\n", "endpoint: http://" + closed + "\n", "source.table", "connection refused"},
+		{"missing table", "table: " + e.table + "\n", "table: Donations_missing\n", "source.table Donations_missing", "ResourceNotFound"},
+		{"lease table endpoint", "checkpoint:\n", "checkpoint:\n  endpoint: http://" + closed + "\n", "checkpoint.table", "connection refused"},
+		{"Redis address", "addr: " + e.redisAddr + "\n", "addr: " + closed + "\n", "redis", "connection refused"},
+		{"Redis credentials", "redis:\n", "redis:\n  username: nobody\n  password: not-the-password\n", "redis", "WRONGPASS"},
+	}
+	good, err := os.ReadFile(e.config("w", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each waits out retries
+			if !strings.Contains(string(good), c.from) {
+				t.Fatalf("configuration has no %q:\n%s", c.from, good)
+			}
+			p := filepath.Join(t.TempDir(), "bad.yaml")
+			// At level info, the one line is the whole output.
+			bad := strings.Replace(strings.Replace(string(good), c.from, c.to, 1), "level: debug", "level: info", 1)
+			if err := os.WriteFile(p, []byte(bad), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, code := runBinary(t, "run", "--config", p)
+			if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 ||
+				!strings.Contains(out, c.want1) || !strings.Contains(out, c.want2) {
+				t.Fatalf("exit %d, want 2 and one line naming %q and %q; output:\n%s", code, c.want1, c.want2, out)
+			}
+			if strings.Contains(out, "not-the-password") {
+				t.Fatalf("the password is in the output:\n%s", out)
+			}
+		})
+	}
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
 }

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/consumer"
@@ -24,6 +27,8 @@ commands:
   run       --config FILE              read the stream and keep the counters
   snapshot  --config FILE --view NAME  print one view's counters and version as JSON
   status    --config FILE [--json]     show each shard's lease owner, checkpoint and lag
+  dlq       --config FILE [--view NAME] [--limit N] [--json]
+                                       list the dead letters, newest first (default limit 50)
   healthcheck [--addr HOST:PORT]       exit 0 if the daemon's /readyz answers 200 (default 127.0.0.1:9090)
 `
 
@@ -36,6 +41,9 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// The subcommands report Redis errors in their own words; only run
+	// keeps go-redis's messages, in its log.
+	redis.SetLogger(redisLog{slog.New(slog.DiscardHandler)})
 	code := runCLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -54,6 +62,8 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdSnapshot(ctx, args[1:], stdout)
 	case "status":
 		err = cmdStatus(ctx, args[1:], stdout)
+	case "dlq":
+		err = cmdDLQ(ctx, args[1:], stdout)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:], stdout)
 	case "help", "-h", "--help":

@@ -67,6 +67,7 @@ func httpStatus(t *testing.T, url string) (int, string) {
 // and checkpoint lag must grow, /readyz must say why it is not ready, and
 // after Redis returns and the daemon catches up both must be back at 0.
 func TestMetricsLagGrowsWhilePausedAndReturnsToZero(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	p := newProxy(t, e.redisAddr)
@@ -159,13 +160,25 @@ func TestSecretsNeverLeak(t *testing.T) {
 	e := newEnv(t)
 	e.createTable()
 	r := testenv.NewRedis(t)
+	ctx := context.Background()
 	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
-	if err := admin.ConfigSet(context.Background(), "requirepass", "another-password").Err(); err != nil {
+	defer admin.Close()
+	if err := admin.ConfigSet(ctx, "requirepass", secret).Err(); err != nil {
 		t.Fatal(err)
 	}
-	admin.Close()
 	t.Setenv("STREAMTALLY_REDIS_PASSWORD", secret)
 	d := e.startWith("w1", e.config("w1", r.Addr()))
+	waitFor(t, 30*time.Second, "the daemon to start", func() bool { return len(logLines(d.logText(), "starting")) > 0 })
+	// The password changes under the running daemon (a rotation gone
+	// wrong): every reconnect now fails with the secret in hand.
+	admin = redis.NewClient(&redis.Options{Addr: r.Addr(), Password: secret})
+	defer admin.Close()
+	if err := admin.ConfigSet(ctx, "requirepass", "another-password").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.ClientKillByFilter(ctx, "TYPE", "normal").Err(); err != nil {
+		t.Fatal(err)
+	}
 	e.load(200, 1, 0, 31)()
 	waitFor(t, 30*time.Second, "a failed apply", func() bool {
 		return len(logLines(d.logText(), "applying batch failed")) > 0

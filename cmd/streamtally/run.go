@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -44,6 +46,9 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log := newLogger(stdout, cfg.Log.Level)
+	// go-redis reports each failed dial itself, as plain text on stderr.
+	// The daemon reports failures it acts on; those lines go to debug.
+	redis.SetLogger(redisLog{log})
 
 	src, err := openSource(ctx, cfg)
 	if err != nil {
@@ -51,14 +56,27 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	streams, arn := src.streams, src.arn
 
-	rdb := newRedis(cfg)
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
+	if err := reachRedis(ctx, rdb); err != nil {
+		return err
+	}
 	views := aggregate.NewViews(cfg.Views)
 	store := publish.NewRedis(rdb, cfg.Redis.Prefix, views)
 	tally := aggregate.NewTally(views, store, log)
+	if cfg.DLQ.MaxLen > 0 {
+		tally.SetDeadLetters(publish.NewDeadLetters(rdb, cfg.Redis.Prefix, cfg.DLQ.MaxLen))
+	}
 
 	m := metrics.New()
 	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
+	if err := leases.Init(ctx); err != nil {
+		return usageError(fmt.Sprintf("checkpoint.table %s%s: cannot create or open the lease table: %v",
+			cfg.Checkpoint.Table, at(cfg.Checkpoint.Endpoint), err))
+	}
 	worker := consumer.NewWorker(streams, arn, leases, tally, consumer.Options{
 		WorkerID:      cfg.Checkpoint.WorkerID,
 		StartLatest:   cfg.Source.Start == config.StartLatest,
@@ -80,6 +98,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		h := m.Handler([]metrics.Check{
 			metrics.LeaseCheck(worker, cfg.Checkpoint.LeaseDuration),
+			metrics.ViewsCheck(tally),
 			{Name: "redis", Fn: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		})
 		httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
@@ -94,7 +113,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	log.Info("starting", "stream", arn, "lease_table", cfg.Checkpoint.Table, "worker", cfg.Checkpoint.WorkerID,
-		"redis", cfg.Redis.Addr, "prefix", cfg.Redis.Prefix, "views", len(views))
+		"redis", cfg.Redis.Addr, "redis_cluster", cfg.Redis.Cluster, "redis_tls", cfg.Redis.TLS, "prefix", cfg.Redis.Prefix, "views", len(views))
 	start := time.Now()
 	if err := worker.Run(ctx); err != nil {
 		return err
@@ -127,9 +146,70 @@ func openSource(ctx context.Context, cfg *config.Config) (*source, error) {
 	}
 	table := dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint))
 	if s.arn, err = consumer.ResolveStream(ctx, table, s.streams, cfg.Source.Table, cfg.Source.StreamARN); err != nil {
-		return nil, err
+		var wrong *consumer.StreamError
+		if errors.As(err, &wrong) || ctx.Err() != nil {
+			return nil, err
+		}
+		// Unreachable endpoint, missing table, no permission: all need a
+		// fix to the configuration or its surroundings, not a retry.
+		return nil, usageError(fmt.Sprintf("source.table %s%s: %v", cfg.Source.Table, at(cfg.Source.Endpoint), err))
 	}
 	return s, nil
+}
+
+// at names a custom endpoint in an error.
+func at(endpoint string) string {
+	if endpoint == "" {
+		return ""
+	}
+	return " at " + endpoint
+}
+
+// redisStartupWait is how long a starting daemon waits for Redis: long
+// enough for Redis and the daemon to start together, short enough that a
+// wrong address is reported, not retried forever.
+const redisStartupWait = 10 * time.Second
+
+// reachRedis checks at startup that Redis answers. Once running, the daemon
+// waits out Redis outages instead.
+func reachRedis(ctx context.Context, rdb redis.UniversalClient) error {
+	deadline := time.Now().Add(redisStartupWait)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isAuthError(err) || time.Now().After(deadline):
+			return usageError(fmt.Sprintf("redis: cannot use Redis: %v", err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// redisLog writes go-redis's own messages into the JSON log.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// isAuthError reports a refusal that waiting will not change.
+func isAuthError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
@@ -187,11 +267,6 @@ func endpoint[O dynamodb.Options | dynamodbstreams.Options](url string) func(*O)
 	}
 }
 
-func newRedis(cfg *config.Config) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:    []string{cfg.Redis.Addr},
-		Username: cfg.Redis.Username,
-		Password: cfg.Redis.Password,
-		DB:       cfg.Redis.DB,
-	})
+func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
+	return publish.NewClient(cfg.Redis)
 }

@@ -28,7 +28,10 @@ func cmdSnapshot(ctx context.Context, args []string, stdout io.Writer) error {
 	if view == nil {
 		return usageError(fmt.Sprintf("snapshot: --view %q is not a view of the configuration", viewName))
 	}
-	rdb := newRedis(cfg)
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	snap, err := publish.NewRedis(rdb, cfg.Redis.Prefix, nil).Snapshot(ctx, view)
 	if err != nil {
@@ -36,5 +39,11 @@ func cmdSnapshot(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(snap)
+	if err := enc.Encode(snap); err != nil {
+		return err
+	}
+	if snap.Lost != "" {
+		return fmt.Errorf("view %s is lost, its counters are incomplete: %s", view.Name, snap.Lost)
+	}
+	return nil
 }
