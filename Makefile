@@ -1,10 +1,19 @@
-.PHONY: demo test build services-stop
+.PHONY: demo test chaos fuzz build services-stop
+
+FUZZTIME ?= 2m
 
 demo: ## run the fundraiser demo end to end
 	scripts/demo.sh
 
 test: ## every test, against real DynamoDB Local and redis-server
 	scripts/test.sh
+
+chaos: ## the chaos suite's long form (docs/RELIABILITY.md), a few minutes
+	scripts/chaos.sh
+
+fuzz: ## each fuzzer for FUZZTIME (default 2m)
+	go test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) .
+	go test -run '^$$' -fuzz '^FuzzFold$$' -fuzztime $(FUZZTIME) ./aggregate
 
 build:
 	go build -o bin/ ./cmd/...
