@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,7 +231,7 @@ func (e *env) configEdit(worker, redisAddr string, oldNew ...string) string {
 		}
 		y = strings.Replace(y, oldNew[i], oldNew[i+1], 1)
 	}
-	p := e.dir + "/" + worker + "-edited.yaml"
+	p := filepath.Join(e.dir, worker+"-edited.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -259,8 +260,8 @@ func faultProxy(t *testing.T, cfg faultproxy.Config) (*faultproxy.Proxy, string)
 	return p, srv.URL
 }
 
-// metricsSum adds up the counters name of the daemons' /metrics, scraped
-// now: counters restart with each process, so scrape before a kill.
+// metricsSum adds up the named series over the workers' /metrics, scraped
+// now: counters start from 0 in each process, so scrape before a kill.
 func metricsSum(t *testing.T, e *env, workers []string, names ...string) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
@@ -322,10 +323,10 @@ func (e *env) checkVersionsAcrossRestarts(s *subscriber) int64 {
 // and often before the checkpoint is written. Those kills leave Redis ahead
 // of the checkpoint, so the restarted daemon reads applied records again
 // and the fence must skip them. Lease-table writes take 0-40 ms, as they
-// do across a network, where DynamoDB Local on loopback would answer
-// before the kill arrives. Most restarts reuse
-// the worker id and take the lease back at once; every fourth comes up
-// under a new id and waits for the dead worker's lease to expire.
+// do across a network; DynamoDB Local on loopback would answer before the
+// kill arrives. Most restarts reuse the worker id and take the lease back
+// at once; every fourth comes up under a new id and waits for the dead
+// worker's lease to expire.
 func TestChaosSIGKILL(t *testing.T) {
 	p := chaosPlan(t)
 	f := newFigures(t, "sigkill", p)
@@ -789,10 +790,12 @@ func TestChaosStreamsFaults(t *testing.T) {
 }
 
 // TestChaosLeaseRace starts two daemons at the same instant on a fresh
-// lease table, round after round, with a short lease and the lease
-// table's writes (claims, renewals, checkpoints, heartbeats) delayed at
-// random through a proxy, so that leases expire and are taken while their
-// old holder still reads. The fence must keep every record applied once.
+// lease table, round after round, with a short lease, and delays the lease
+// table's claims, renewals and heartbeats at random through a proxy, so
+// that leases expire and are taken while their old holder still reads.
+// Checkpoints go through at once: the old holder goes on applying batches
+// until a checkpoint tells it the lease is gone. The fence must keep every
+// record applied once.
 func TestChaosLeaseRace(t *testing.T) {
 	p := chaosPlan(t)
 	f := newFigures(t, "lease-race", p)
@@ -801,7 +804,10 @@ func TestChaosLeaseRace(t *testing.T) {
 	e.createTable()
 	sub := e.subscribe()
 	lp, url := faultProxy(t, faultproxy.Config{
-		Target: e.endpoint, Match: faultproxy.Writes, Seed: p.seed,
+		Target: e.endpoint, Seed: p.seed,
+		Match: func(target string, body []byte) bool {
+			return faultproxy.Writes(target, body) && bytes.Contains(body, []byte("LeaseTimeout"))
+		},
 		Rates: faultproxy.Rates{faultproxy.Slow: 0.3}, MaxDelay: 2500 * time.Millisecond,
 	})
 	rounds := p.n(2, 5)
