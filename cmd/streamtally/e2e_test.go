@@ -21,7 +21,6 @@ import (
 // checks every view against a full scan, the published deltas against the
 // hashes, and the versions for gaps.
 func TestScenarioCountersEqualFullScan(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -49,7 +48,6 @@ func TestScenarioCountersEqualFullScan(t *testing.T) {
 // land; batches applied but not checkpointed are read again on restart and
 // must change nothing.
 func TestCrashRestartStaysExact(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -77,7 +75,6 @@ func TestCrashRestartStaysExact(t *testing.T) {
 // one holding the lease is killed and the other must take the shard when
 // the lease expires, with counters exact.
 func TestTwoDaemonsTakeOverWhenHolderDies(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -117,7 +114,6 @@ func TestTwoDaemonsTakeOverWhenHolderDies(t *testing.T) {
 // it must exit 0 well within 30 s and leave the lease free, so a new
 // worker starts at once rather than after the lease expires.
 func TestSIGTERMFinishesBatchAndReleasesLease(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -158,7 +154,6 @@ func TestSIGTERMFinishesBatchAndReleasesLease(t *testing.T) {
 // the middle of the load; the shard must wait, checkpoint nothing it has
 // not applied, and catch up exactly once Redis is back.
 func TestRedisOutageWaitsAndLosesNothing(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	sub := e.subscribe()
@@ -264,7 +259,6 @@ func TestTableWithoutProperStreamSaysHowToFix(t *testing.T) {
 // TestSnapshotPrintsVersionAndMeasures checks the snapshot command against
 // the running daemon's result.
 func TestSnapshotPrintsVersionAndMeasures(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	d := e.start("w1")

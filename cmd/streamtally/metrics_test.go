@@ -67,7 +67,6 @@ func httpStatus(t *testing.T, url string) (int, string) {
 // and checkpoint lag must grow, /readyz must say why it is not ready, and
 // after Redis returns and the daemon catches up both must be back at 0.
 func TestMetricsLagGrowsWhilePausedAndReturnsToZero(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	e.createTable()
 	p := newProxy(t, e.redisAddr)
