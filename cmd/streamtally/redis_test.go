@@ -106,19 +106,7 @@ func TestScenarioOnRedisCluster(t *testing.T) {
 		t.Fatalf("views %v share a master; the test needs them spread", masters)
 	}
 
-	e.createTable()
-	sub := e.subscribe()
-	d := e.start("w1")
-	counts := e.load(4000, 4, 0, 21)()
-	t.Logf("load: %s", counts)
-	e.waitExact(60 * time.Second)
-	e.checkDeltas(sub)
-	if code, took := d.stop(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM (%s)", code, took)
-	}
-	t.Logf("daemon: %s", stoppedStats(d))
-
-	cfg := e.config("w1", "")
+	_, cfg := e.scenario(4000, 21)
 	e.snapshotCommand(cfg)
 	out, code := runBinary(t, "status", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "SHARD") {
@@ -150,18 +138,7 @@ func TestScenarioOverTLSWithACLUser(t *testing.T) {
 	e.useRedisDeployment(admin, fmt.Sprintf("  addr: rediss://%s@%s\n  ca_file: %s\n  server_name: %s",
 		user, srv.Addr, srv.CA.CertFile, testenv.TLSServerName))
 
-	e.createTable()
-	sub := e.subscribe()
-	d := e.start("w1")
-	counts := e.load(1500, 4, 0, 22)()
-	t.Logf("load: %s", counts)
-	e.waitExact(60 * time.Second)
-	e.checkDeltas(sub)
-	if code, took := d.stop(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM (%s)", code, took)
-	}
-	t.Logf("daemon: %s", stoppedStats(d))
-	cfg := e.config("w1", "")
+	d, cfg := e.scenario(1500, 22)
 	e.snapshotCommand(cfg)
 	if out, code := runBinary(t, "dlq", "--config", cfg); code != 0 {
 		t.Fatalf("dlq: exit %d\n%s", code, out)
@@ -179,4 +156,23 @@ func TestScenarioOverTLSWithACLUser(t *testing.T) {
 	if strings.Contains(d.logText(), password) {
 		t.Fatal("the password is in the daemon's log")
 	}
+}
+
+// scenario runs one daemon under ops random changes (seeded), checks every
+// view against a full scan and the delta stream against the hashes, stops
+// the daemon with SIGTERM and returns it with its configuration.
+func (e *env) scenario(ops int, seed uint64) (*daemon, string) {
+	e.t.Helper()
+	e.createTable()
+	sub := e.subscribe()
+	d := e.start("w1")
+	counts := e.load(ops, 4, 0, seed)()
+	e.t.Logf("load: %s", counts)
+	e.waitExact(60 * time.Second)
+	e.checkDeltas(sub)
+	if code, took := d.stop(); code != 0 {
+		e.t.Fatalf("exit code %d after SIGTERM (%s)", code, took)
+	}
+	e.t.Logf("daemon: %s", stoppedStats(d))
+	return d, e.config("w1", "")
 }
