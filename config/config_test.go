@@ -208,19 +208,7 @@ views:
 			if err == nil {
 				t.Fatalf("Load succeeded (%+v), want an error", cfg)
 			}
-			var ce *config.Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("error %T %q is not a *config.Error", err, err)
-			}
-			msg := err.Error()
-			if strings.ContainsAny(msg, "\r\n") {
-				t.Errorf("message spans several lines: %q", msg)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("message %q does not mention %q", msg, w)
-				}
-			}
+			checkConfigError(t, err, c.want)
 		})
 	}
 }
@@ -286,5 +274,24 @@ views:
 	}
 	if got, want := strings.Join(names, ","), "Total,total,totalAmount"; got != want {
 		t.Fatalf("measures %s, want %s", got, want)
+	}
+}
+
+// checkConfigError checks that err is a one-line *config.Error that
+// mentions every string of want.
+func checkConfigError(t *testing.T, err error, want []string) {
+	t.Helper()
+	var ce *config.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %T %q is not a *config.Error", err, err)
+	}
+	msg := err.Error()
+	if strings.ContainsAny(msg, "\r\n") {
+		t.Errorf("message spans several lines: %q", msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("message %q does not mention %q", msg, w)
+		}
 	}
 }

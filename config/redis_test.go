@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -209,19 +208,7 @@ func TestBadRedisSettingsReturnOneLineError(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Load succeeded (%+v), want an error", cfg.Redis)
 			}
-			var ce *config.Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("error %T %q is not a *config.Error", err, err)
-			}
-			msg := err.Error()
-			if strings.ContainsAny(msg, "\r\n") {
-				t.Errorf("message spans several lines: %q", msg)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("message %q does not mention %q", msg, w)
-				}
-			}
+			checkConfigError(t, err, c.want)
 		})
 	}
 }
