@@ -102,9 +102,58 @@ type View struct {
 	Name     string            `mapstructure:"name"`
 	GroupBy  []string          `mapstructure:"group_by"`
 	Measures map[string]string `mapstructure:"measures"`
+	Bucket   *Bucket           `mapstructure:"bucket"` // nil: totals, no time buckets
+	// Where is the filter as viper read it; Load parses it from the file's
+	// YAML nodes into Filter, because viper lowercases keys (attribute
+	// names) and turns numbers into floats.
+	Where any `mapstructure:"where"`
 
 	// Parsed from Measures by Load, sorted by name.
 	Parsed []Measure `mapstructure:"-"`
+	// Filter is parsed from Where by Load: every condition must hold.
+	// Sorted by attribute path.
+	Filter []Condition `mapstructure:"-"`
+}
+
+// Bucket makes a view a time series: one set of counters per bucket.
+type Bucket struct {
+	Size      string `mapstructure:"size"`      // e.g. 1m, 1h, 1d
+	Time      string `mapstructure:"time"`      // attribute path, or "stream"
+	Retention string `mapstructure:"retention"` // e.g. 30d
+
+	// Parsed by Load.
+	SizeDur      time.Duration `mapstructure:"-"`
+	RetentionDur time.Duration `mapstructure:"-"`
+}
+
+// StreamTime is the bucket time that means the record's
+// ApproximateCreationDateTime instead of an attribute.
+const StreamTime = "stream"
+
+// Condition is one comparison of a filter.
+type Condition struct {
+	Attr     string    // dotted attribute path
+	Op       string    // one of the Op constants
+	Operands []Operand // one, or several for OpIn; none for OpExists
+	Exists   bool      // for OpExists
+}
+
+// Filter operators.
+const (
+	OpEq     = "eq"
+	OpNe     = "ne"
+	OpIn     = "in"
+	OpExists = "exists"
+	OpGt     = "gt"
+	OpGte    = "gte"
+	OpLt     = "lt"
+	OpLte    = "lte"
+)
+
+// Operand is a filter value with the DynamoDB type it compares with.
+type Operand struct {
+	Type string // "S", "N" or "BOOL"
+	Text string // as written; for N a number DynamoDB could store
 }
 
 // Measure is one parsed measure of a view.
@@ -208,6 +257,9 @@ func Load(path string) (*Config, error) {
 	}
 	if err := keepMeasureCase(raw, c.Views); err != nil {
 		return nil, errorf("%s: %s", path, oneLine(err))
+	}
+	if err := parseWhere(raw, c.Views); err != nil {
+		return nil, err
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -345,6 +397,11 @@ func (v *View) validate(at string, seen map[string]bool) error {
 		}
 	}
 	sort.Slice(v.Parsed, func(i, j int) bool { return v.Parsed[i].Name < v.Parsed[j].Name })
+	if v.Bucket != nil {
+		if err := v.Bucket.validate(at + ".bucket"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
