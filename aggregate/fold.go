@@ -31,11 +31,15 @@ type Delta struct {
 	After   string // records up to and including this sequence number were applied before ("" if none)
 	Through string // the last sequence number folded in
 	Records int    // records folded in (after the fence)
-	Groups  map[string]*GroupDelta
+	// Groups holds the net change per group of a view without buckets.
+	Groups map[string]*GroupDelta
+	// Buckets holds, for a bucketed view, the net change per bucket (its
+	// start in Unix seconds) and group; Groups is then empty.
+	Buckets map[int64]map[string]*GroupDelta
 }
 
 // Empty reports whether applying d would change nothing a reader can see.
-func (d *Delta) Empty() bool { return len(d.Groups) == 0 }
+func (d *Delta) Empty() bool { return len(d.Groups) == 0 && len(d.Buckets) == 0 }
 
 // Rejection says why an image contributes nothing to a view.
 type Rejection struct {
@@ -50,6 +54,11 @@ type Rejection struct {
 // image that contributes nothing.
 func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(Rejection)) *Delta {
 	d := &Delta{View: v, Shard: shard, After: after, Through: after, Groups: map[string]*GroupDelta{}}
+	var nowMS int64
+	if v.bucket != nil {
+		d.Buckets = map[int64]map[string]*GroupDelta{}
+		nowMS = v.now().UnixMilli()
+	}
 	for i := range recs {
 		r := &recs[i]
 		if after != "" && !streamtally.SeqLess(after, r.SequenceNumber) {
@@ -67,19 +76,27 @@ func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(
 		// subtracting nothing for it keeps the books balanced. Only new
 		// images are reported, so each bad image is reported once. An image
 		// that could not be decoded is bad the same way, old or new.
+		var reason Reason
 		if r.Old != nil && (r.Event == streamtally.Modify || r.Event == streamtally.Remove) {
 			if c, _, ok := v.Contribute(r.Old); ok {
-				d.add(c, -1)
+				if why, ok := v.place(r, &c); ok {
+					d.add(c, -1, nowMS)
+				} else {
+					reason = why
+				}
 			}
 		}
-		var reason Reason
 		switch {
 		case r.Event == streamtally.Remove:
 		case r.New != nil:
 			c, why, ok := v.Contribute(r.New)
 			if ok {
-				d.add(c, +1)
-			} else {
+				why, ok = v.place(r, &c)
+			}
+			switch {
+			case ok:
+				d.add(c, +1, nowMS)
+			case why.Kind != Filtered:
 				reason = why
 			}
 		default:
@@ -100,7 +117,31 @@ func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(
 			delete(d.Groups, k)
 		}
 	}
+	for b, gs := range d.Buckets {
+		for k, g := range gs {
+			if g.isZero() {
+				delete(gs, k)
+			}
+		}
+		if len(gs) == 0 {
+			delete(d.Buckets, b)
+		}
+	}
 	return d
+}
+
+// place puts a contribution of a stream-time view into the bucket of its
+// record's creation time: there a bucket holds the changes the stream
+// recorded in its period, not the items whose time falls in it.
+func (v *View) place(r *streamtally.Record, c *Contribution) (Reason, bool) {
+	if !v.StreamTimed() {
+		return Reason{}, true
+	}
+	if r.Created.IsZero() {
+		return Reason{BadTime, "the record has no ApproximateCreationDateTime"}, false
+	}
+	c.Bucket = v.BucketOf(r.Created)
+	return Reason{}, true
 }
 
 // badRecord is the reason for a record the fold cannot read: the
@@ -112,14 +153,28 @@ func badRecord(r *streamtally.Record, text string) Reason {
 	return Reason{BadRecord, text}
 }
 
-func (d *Delta) add(c Contribution, sign int64) {
-	g := d.Groups[c.Group]
+// add adds a contribution with sign. One whose bucket is past its
+// retention is dropped: Redis has dropped (or is about to drop) that
+// bucket, and any change to it would bring it back with partial numbers.
+func (d *Delta) add(c Contribution, sign int64, nowMS int64) {
+	groups := d.Groups
+	if d.View.bucket != nil {
+		if d.View.expired(c.Bucket, nowMS) {
+			return
+		}
+		groups = d.Buckets[c.Bucket]
+		if groups == nil {
+			groups = map[string]*GroupDelta{}
+			d.Buckets[c.Bucket] = groups
+		}
+	}
+	g := groups[c.Group]
 	if g == nil {
 		g = &GroupDelta{}
 		if n := d.View.SumCount(); n > 0 {
 			g.Sums = make([]Decimal, n)
 		}
-		d.Groups[c.Group] = g
+		groups[c.Group] = g
 	}
 	g.Count += sign
 	for i, s := range c.Sums {
@@ -130,12 +185,24 @@ func (d *Delta) add(c Contribution, sign int64) {
 	}
 }
 
-// Totals computes a view from scratch over a set of items, as a full scan
-// would: the reference every incremental result must equal.
+// Totals computes a view without buckets from scratch over a set of
+// items, as a full scan would: the reference every incremental result must
+// equal.
 func (v *View) Totals(items []streamtally.Image) map[string]*GroupDelta {
+	return v.scan(items).Groups
+}
+
+// BucketTotals is Totals for a bucketed view: per bucket start (Unix
+// seconds) and group, leaving out buckets past their retention. It is the
+// reference only for a Recomputable view.
+func (v *View) BucketTotals(items []streamtally.Image) map[int64]map[string]*GroupDelta {
+	return v.scan(items).Buckets
+}
+
+func (v *View) scan(items []streamtally.Image) *Delta {
 	recs := make([]streamtally.Record, len(items))
 	for i, it := range items {
 		recs[i] = streamtally.Record{Event: streamtally.Insert, New: it}
 	}
-	return v.Fold("", "", recs, nil).Groups
+	return v.Fold("", "", recs, nil)
 }

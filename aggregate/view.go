@@ -9,6 +9,7 @@ package aggregate
 
 import (
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
@@ -29,6 +30,9 @@ type View struct {
 
 	groupBy [][]string
 	sums    []int // indexes into Measures of the sum measures, in order
+	filter  []condition
+	bucket  *bucketing // nil: one set of totals
+	now     func() time.Time
 }
 
 // Measure is one measure of a view.
@@ -42,7 +46,7 @@ type Measure struct {
 
 // NewView compiles a validated view definition.
 func NewView(c config.View) *View {
-	v := &View{Name: c.Name}
+	v := &View{Name: c.Name, filter: compileFilter(c.Filter), bucket: compileBucket(c.Bucket), now: time.Now}
 	for _, g := range c.GroupBy {
 		v.groupBy = append(v.groupBy, strings.Split(g, "."))
 	}
@@ -81,17 +85,33 @@ func (v *View) SumIndex(i int) int {
 	return -1
 }
 
-// Contribution is what one image adds to a view: one item in one group and
-// a value per sum measure.
+// Contribution is what one image adds to a view: one item in one group of
+// one bucket and a value per sum measure.
 type Contribution struct {
-	Group string
-	Sums  []Decimal
+	// Bucket is the start of the item's time bucket in Unix seconds, for a
+	// bucketed view whose time is an attribute. For a stream-time view the
+	// bucket is the record's, not the image's: Fold sets it.
+	Bucket int64
+	Group  string
+	Sums   []Decimal
 }
 
-// Contribute computes an image's contribution. An image that lacks a
-// group_by attribute or a summed number contributes nothing; the returned
-// reason says why.
+// Contribute computes an image's contribution, from the image alone. An
+// image that fails the view's filter, lacks a group_by attribute, the time
+// attribute or a summed number contributes nothing; the returned reason
+// says why.
 func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
+	if v.filter != nil && !matches(v.filter, img) {
+		return Contribution{}, Reason{Filtered, "does not match the view's where"}, false
+	}
+	var bucket int64
+	if v.bucket != nil && v.bucket.time != nil {
+		ms, reason, ok := v.itemTime(img)
+		if !ok {
+			return Contribution{}, reason, false
+		}
+		bucket = v.bucketOfMS(ms)
+	}
 	var b strings.Builder
 	for i, path := range v.groupBy {
 		av, ok := lookup(img, path)
@@ -107,7 +127,7 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 		}
 		writeEscaped(&b, text)
 	}
-	c := Contribution{Group: b.String()}
+	c := Contribution{Bucket: bucket, Group: b.String()}
 	if len(v.sums) > 0 {
 		c.Sums = make([]Decimal, len(v.sums))
 	}
@@ -145,12 +165,17 @@ const (
 	BadSum         = "bad_sum"          // a summed attribute is not N
 	BadNumber      = "bad_number"       // an N that is not a number DynamoDB could store
 	BadRecord      = "bad_record"       // the record cannot be read: an image that is not DynamoDB JSON, a missing image, an unknown event
+	MissingTime    = "missing_time"     // the bucket time attribute is absent
+	BadTime        = "bad_time"         // the bucket time is not a time: not ISO 8601 or epoch seconds/ms, or the record has no creation time
+	// Filtered says the item does not match the view's where. Fold never
+	// reports it: a filter is there to leave items out.
+	Filtered = "filtered"
 )
 
 // IsDeadLetter reports whether a rejection of this kind is bad data, to be
 // set aside, rather than an item outside the view.
 func IsDeadLetter(kind string) bool {
-	return kind != MissingGroupBy && kind != MissingSum
+	return kind != MissingGroupBy && kind != MissingSum && kind != MissingTime && kind != Filtered
 }
 
 func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
