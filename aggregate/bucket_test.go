@@ -369,7 +369,7 @@ func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
 				}
 				out := maps.Clone(img)
 				if r.IntN(20) > 0 {
-					out["t"] = attrN(fmt.Sprint(testNow.Add(-time.Duration(r.Int64N(int64(120*time.Hour)))).UnixMilli()))
+					out["t"] = attrN(fmt.Sprint(testNow.Add(-time.Duration(r.Int64N(int64(120 * time.Hour)))).UnixMilli()))
 				}
 				out["status"] = attrS([]string{"paid", "void", "open"}[r.IntN(3)])
 				stamp[fmt.Sprintf("%p", img)] = out
