@@ -16,8 +16,10 @@ func ACL(prefix string, cluster bool) []string {
 		"+ping",
 		// Applying a batch: the script, its commands and the fences.
 		"+evalsha", "+eval", "+hget", "+hmget", "+exists", "+hset", "+hsetnx", "+hincrby", "+hdel",
-		// Snapshots.
-		"+multi", "+exec", "+hgetall",
+		// Time buckets: their expiry and the index of live buckets.
+		"+pexpireat", "+zadd", "+zrem", "+zremrangebyscore",
+		// Snapshots, and series of bucketed views.
+		"+multi", "+exec", "+hgetall", "+zrangebyscore",
 		// Dead letters.
 		"+xadd", "+xrevrange",
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -115,6 +116,23 @@ func everyOperation(ctx context.Context, c redis.UniversalClient, prefix string)
 		return fmt.Errorf("apply on a stale fence: %v, want a FenceMovedError", err)
 	}
 	if _, err := store.Snapshot(ctx, v); err != nil {
+		return err
+	}
+	// A bucketed view: a bucket comes, another comes and goes again (its
+	// index entry leaves), and a series is read.
+	bv := hourlyView("per_hour", "t", 24*time.Hour)
+	bstore := NewRedis(c, prefix, []*aggregate.View{bv})
+	bstore.now = func() time.Time { return seriesNow }
+	for _, d := range []*aggregate.Delta{
+		mkBucketDelta(bv, "s", "", "1", map[string]map[string]gd{hour(-1): {"Web": {1, []string{"1.5"}}}}),
+		mkBucketDelta(bv, "s", "1", "2", map[string]map[string]gd{hour(-2): {"Web": {1, []string{"2"}}}}),
+		mkBucketDelta(bv, "s", "2", "3", map[string]map[string]gd{hour(-2): {"Web": {-1, []string{"-2"}}}}),
+	} {
+		if err := bstore.Apply(ctx, d); err != nil {
+			return err
+		}
+	}
+	if _, err := bstore.Series(ctx, bv, seriesNow.Add(-24*time.Hour), seriesNow); err != nil {
 		return err
 	}
 	dl := NewDeadLetters(c, prefix, 100)

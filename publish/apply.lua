@@ -7,7 +7,15 @@
 -- ARGV[5] channel            ARGV[6], ARGV[7] message around the version
 -- ARGV[8] measure kinds, one letter per measure key: c(ount) or s(um)
 -- ARGV[9] PUBLISH, or SPUBLISH in a cluster
--- ARGV[10..] per group: key, count delta, then one decimal delta per sum
+-- ARGV[10] '' for a view without buckets
+-- ARGV[11..] per group: key, count delta, then one decimal delta per sum
+--
+-- A bucketed view instead has:
+-- KEYS[2] the bucket index (ZSET), then per bucket its item-count hash and
+--   one hash per measure
+-- ARGV[10] the index score at or below which buckets have expired
+-- ARGV[11..] per bucket: name, start (score), expiry (Unix ms), number of
+--   groups, then the groups as above
 --
 -- Returns {1, version} when applied (version 0: the delta had no groups and
 -- only moved the fence), {0, current fence} when the fence moved, {2, reason}
@@ -82,7 +90,7 @@ local cur = redis.call('HGET', meta, ARGV[1]) or ''
 if cur ~= ARGV[2] then
   return {0, cur}
 end
-if #ARGV < 10 then
+if #ARGV < 11 then
   -- Nothing a reader can see changed; the fence still moves so that it
   -- covers every record the consumer checkpoints.
   redis.call('HSET', meta, ARGV[1], ARGV[3])
@@ -96,38 +104,65 @@ for k = 1, nm do
   if string.sub(kinds, k, k) == 's' then nsum = nsum + 1 end
 end
 
-local i = 10
-while i <= #ARGV do
-  local g, dc = ARGV[i], tonumber(ARGV[i + 1])
-  local n
-  if dc ~= 0 then
-    n = redis.call('HINCRBY', items, g, dc)
-  else
-    n = tonumber(redis.call('HGET', items, g) or '0')
-  end
-  if n == 0 then
-    -- The group has no items left: it leaves every hash of the view.
-    redis.call('HDEL', items, g)
-    for k = 1, nm do redis.call('HDEL', KEYS[2 + k], g) end
-  else
-    local s = 0
-    for k = 1, nm do
-      if string.sub(kinds, k, k) == 'c' then
-        if dc ~= 0 then redis.call('HSET', KEYS[2 + k], g, n) end
-      else
-        s = s + 1
-        local d = ARGV[i + 1 + s]
-        if d ~= '0' then
-          local old = redis.call('HGET', KEYS[2 + k], g) or '0'
-          redis.call('HSET', KEYS[2 + k], g, dec_add(old, d))
-        elseif dc ~= 0 then
-          -- A group entering with a zero sum still shows it as '0'.
-          redis.call('HSETNX', KEYS[2 + k], g, '0')
+-- Applies n groups from ARGV[i] on to the item counts in KEYS[base] and
+-- the measure hashes after it; returns the index past them.
+local function apply_groups(base, i, n)
+  local items = KEYS[base]
+  for _ = 1, n do
+    local g, dc = ARGV[i], tonumber(ARGV[i + 1])
+    local c
+    if dc ~= 0 then
+      c = redis.call('HINCRBY', items, g, dc)
+    else
+      c = tonumber(redis.call('HGET', items, g) or '0')
+    end
+    if c == 0 then
+      -- The group has no items left: it leaves every hash of the view.
+      redis.call('HDEL', items, g)
+      for k = 1, nm do redis.call('HDEL', KEYS[base + k], g) end
+    else
+      local s = 0
+      for k = 1, nm do
+        if string.sub(kinds, k, k) == 'c' then
+          if dc ~= 0 then redis.call('HSET', KEYS[base + k], g, c) end
+        else
+          s = s + 1
+          local d = ARGV[i + 1 + s]
+          if d ~= '0' then
+            local old = redis.call('HGET', KEYS[base + k], g) or '0'
+            redis.call('HSET', KEYS[base + k], g, dec_add(old, d))
+          elseif dc ~= 0 then
+            -- A group entering with a zero sum still shows it as '0'.
+            redis.call('HSETNX', KEYS[base + k], g, '0')
+          end
         end
       end
     end
+    i = i + 2 + nsum
   end
-  i = i + 2 + nsum
+  return i
+end
+
+if ARGV[10] == '' then
+  apply_groups(2, 11, (#ARGV - 10) / (2 + nsum))
+else
+  local index = KEYS[2]
+  local base, i = 3, 11
+  while i <= #ARGV do
+    local name, start, expire, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    i = apply_groups(base, i + 4, n)
+    -- A bucket lives until its end plus the retention; an expiry in the
+    -- past deletes it at once, so a late change never brings back an
+    -- expired bucket with partial numbers.
+    for k = 0, nm do redis.call('PEXPIREAT', KEYS[base + k], expire) end
+    if redis.call('EXISTS', KEYS[base]) == 1 then
+      redis.call('ZADD', index, start, name)
+    else
+      redis.call('ZREM', index, name)
+    end
+    base = base + 1 + nm
+  end
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[10])
 end
 
 redis.call('HSET', meta, ARGV[1], ARGV[3], 'updated_ms', ARGV[4])

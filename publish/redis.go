@@ -5,6 +5,11 @@
 //	<prefix>:{<view>}:_meta      HASH version, updated_ms (+ internal fields)
 //	<prefix>:{<view>}            channel, one JSON message per version
 //
+// and for a bucketed view, instead of the measure hashes:
+//
+//	<prefix>:{<view>}:<bucket>:<measure>  HASH per bucket (RFC 3339 start, UTC), expiring
+//	<prefix>:{<view>}:_buckets            ZSET bucket -> start in Unix seconds
+//
 // The braces are a Redis Cluster hash tag: a view's keys share one slot, so
 // one script can update them all atomically.
 package publish
@@ -14,6 +19,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,7 +39,9 @@ var applyScript = redis.NewScript(applySource)
 const (
 	metaSuffix  = "_meta"
 	itemsSuffix = "_items"
-	fencePrefix = "fence:"
+	// bucketsSuffix names the index of a bucketed view's buckets.
+	bucketsSuffix = "_buckets"
+	fencePrefix   = "fence:"
 	// lostField in the meta hash says the view's counters are incomplete,
 	// and why. Readers must not trust a view that has it.
 	lostField = "lost"
@@ -59,6 +67,17 @@ func (k Keys) Meta() string { return k.Measure(metaSuffix) }
 // Items is the view's internal item-count hash, kept even without a count
 // measure so that empty groups can be removed.
 func (k Keys) Items() string { return k.Measure(itemsSuffix) }
+
+// Buckets is a bucketed view's index of live buckets: a sorted set of
+// bucket names scored by their start in Unix seconds.
+func (k Keys) Buckets() string { return k.Measure(bucketsSuffix) }
+
+// BucketMeasure is the hash holding one measure of one bucket; bucket is
+// its start as aggregate.BucketName writes it.
+func (k Keys) BucketMeasure(bucket, name string) string { return k.Measure(bucket + ":" + name) }
+
+// BucketItems is the item-count hash of one bucket.
+func (k Keys) BucketItems(bucket string) string { return k.BucketMeasure(bucket, itemsSuffix) }
 
 // Redis is a Store backed by a Redis server or cluster.
 type Redis struct {
@@ -113,28 +132,30 @@ func (r *Redis) MarkLost(ctx context.Context, view, reason string) error {
 // Apply implements aggregate.Store: one script call per view delta.
 func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	k := KeysFor(r.prefix, d.View.Name)
-	keys := make([]string, 0, 2+len(d.View.Measures))
-	keys = append(keys, k.Meta(), k.Items())
 	var kinds strings.Builder
 	for _, m := range d.View.Measures {
-		keys = append(keys, k.Measure(m.Name))
 		if m.Kind == aggregate.Sum {
 			kinds.WriteByte('s')
 		} else {
 			kinds.WriteByte('c')
 		}
 	}
-	groups := sortedGroups(d)
 	ts := r.now().UnixMilli()
-	head, tail := message(d, groups, ts)
-	args := make([]any, 0, 9+len(groups)*(2+d.View.SumCount()))
-	args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String(), r.publish)
-	for _, g := range groups {
-		gd := d.Groups[g]
-		args = append(args, g, gd.Count)
-		for _, s := range gd.Sums {
-			args = append(args, s.String())
+	var keys []string
+	var args []any
+	if d.View.Bucketed() {
+		keys, args = r.bucketArgs(d, k, kinds.String(), ts)
+	} else {
+		keys = make([]string, 0, 2+len(d.View.Measures))
+		keys = append(keys, k.Meta(), k.Items())
+		for _, m := range d.View.Measures {
+			keys = append(keys, k.Measure(m.Name))
 		}
+		groups := sortedGroups(d.Groups)
+		head, tail := message(d, groups, ts)
+		args = make([]any, 0, 10+len(groups)*(2+d.View.SumCount()))
+		args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String(), r.publish, "")
+		args = appendGroups(args, d.Groups, groups)
 	}
 	res, err := applyScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
@@ -154,9 +175,58 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: text}
 }
 
-func sortedGroups(d *aggregate.Delta) []string {
-	gs := make([]string, 0, len(d.Groups))
-	for g := range d.Groups {
+// bucketArgs lays out a bucketed view's delta for the script: after the
+// meta hash and the bucket index, each bucket's item-count hash and
+// measure hashes, so that every key the script touches is declared.
+func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, kinds string, ts int64) ([]string, []any) {
+	v := d.View
+	starts := make([]int64, 0, len(d.Buckets))
+	for b := range d.Buckets {
+		starts = append(starts, b)
+	}
+	slices.Sort(starts)
+	keys := make([]string, 0, 2+len(starts)*(1+len(v.Measures)))
+	keys = append(keys, k.Meta(), k.Buckets())
+	// A bucket whose start is at or below this has ended more than the
+	// retention ago: its keys have expired, and it leaves the index.
+	prune := floorDiv(ts-(v.BucketSize()+v.Retention()).Milliseconds(), 1000)
+	head, tail := bucketMessage(d, starts, ts)
+	args := []any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds, r.publish, prune}
+	for _, b := range starts {
+		name := aggregate.BucketName(b)
+		keys = append(keys, k.BucketItems(name))
+		for _, m := range v.Measures {
+			keys = append(keys, k.BucketMeasure(name, m.Name))
+		}
+		groups := sortedGroups(d.Buckets[b])
+		args = append(args, name, b, v.BucketExpiry(b).UnixMilli(), len(groups))
+		args = appendGroups(args, d.Buckets[b], groups)
+	}
+	return keys, args
+}
+
+func appendGroups(args []any, gds map[string]*aggregate.GroupDelta, groups []string) []any {
+	for _, g := range groups {
+		gd := gds[g]
+		args = append(args, g, gd.Count)
+		for _, s := range gd.Sums {
+			args = append(args, s.String())
+		}
+	}
+	return args
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+func sortedGroups(gds map[string]*aggregate.GroupDelta) []string {
+	gs := make([]string, 0, len(gds))
+	for g := range gds {
 		gs = append(gs, g)
 	}
 	sort.Strings(gs)
@@ -166,19 +236,61 @@ func sortedGroups(d *aggregate.Delta) []string {
 // message builds the pub/sub message around the version number, which only
 // the script knows.
 func message(d *aggregate.Delta, groups []string, ts int64) (head, tail string) {
+	head = messageHead(d)
+	var b strings.Builder
+	b.WriteString(`,"deltas":{`)
+	writeMeasures(&b, d.View, d.Groups, groups)
+	b.WriteString(`},"ts_ms":`)
+	b.WriteString(strconv.FormatInt(ts, 10))
+	b.WriteByte('}')
+	return head, b.String()
+}
+
+// bucketMessage is message for a bucketed view: the deltas per bucket, in
+// time order, under "buckets" instead of "deltas". A bucket with no
+// visible change is left out.
+func bucketMessage(d *aggregate.Delta, starts []int64, ts int64) (head, tail string) {
+	head = messageHead(d)
+	var b, inner strings.Builder
+	b.WriteString(`,"buckets":{`)
+	first := true
+	for _, s := range starts {
+		inner.Reset()
+		if !writeMeasures(&inner, d.View, d.Buckets[s], sortedGroups(d.Buckets[s])) {
+			continue
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		writeJSONString(&b, aggregate.BucketName(s))
+		b.WriteString(":{")
+		b.WriteString(inner.String())
+		b.WriteByte('}')
+	}
+	b.WriteString(`},"ts_ms":`)
+	b.WriteString(strconv.FormatInt(ts, 10))
+	b.WriteByte('}')
+	return head, b.String()
+}
+
+func messageHead(d *aggregate.Delta) string {
 	var b strings.Builder
 	b.WriteString(`{"view":`)
 	writeJSONString(&b, d.View.Name)
 	b.WriteString(`,"version":`)
-	head = b.String()
-	b.Reset()
-	b.WriteString(`,"deltas":{`)
+	return b.String()
+}
+
+// writeMeasures writes, per measure, the groups whose value changed, as
+// the members of a JSON object, and reports whether it wrote any.
+func writeMeasures(b *strings.Builder, v *aggregate.View, gds map[string]*aggregate.GroupDelta, groups []string) bool {
 	first := true
-	for i, m := range d.View.Measures {
-		si := d.View.SumIndex(i)
+	for i, m := range v.Measures {
+		si := v.SumIndex(i)
 		n := 0
 		for _, g := range groups {
-			gd := d.Groups[g]
+			gd := gds[g]
 			var val string
 			if si < 0 {
 				if gd.Count == 0 {
@@ -196,24 +308,21 @@ func message(d *aggregate.Delta, groups []string, ts int64) (head, tail string) 
 					b.WriteByte(',')
 				}
 				first = false
-				writeJSONString(&b, m.Name)
+				writeJSONString(b, m.Name)
 				b.WriteString(":{")
 			} else {
 				b.WriteByte(',')
 			}
 			n++
-			writeJSONString(&b, g)
+			writeJSONString(b, g)
 			b.WriteByte(':')
-			writeJSONString(&b, val)
+			writeJSONString(b, val)
 		}
 		if n > 0 {
 			b.WriteByte('}')
 		}
 	}
-	b.WriteString(`},"ts_ms":`)
-	b.WriteString(strconv.FormatInt(ts, 10))
-	b.WriteByte('}')
-	return head, b.String()
+	return !first
 }
 
 func writeJSONString(b *strings.Builder, s string) {

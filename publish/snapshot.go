@@ -3,7 +3,9 @@ package publish
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,4 +54,88 @@ func atoi(v any) int64 {
 	s, _ := v.(string)
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
+}
+
+// Series is a consistent read of a bucketed view over a time range.
+type Series struct {
+	View      string `json:"view"`
+	Version   int64  `json:"version"`
+	UpdatedMS int64  `json:"updated_ms"`
+	From      string `json:"from"` // the first bucket start included, RFC 3339
+	To        string `json:"to"`   // the first bucket start no longer included
+	// Buckets maps each bucket start with items (RFC 3339, UTC) to its
+	// measures: measure -> group key -> exact decimal string. JSON writes
+	// the buckets in time order.
+	Buckets map[string]map[string]map[string]string `json:"buckets"`
+	Lost    string                                  `json:"lost,omitempty"`
+}
+
+// seriesAttempts bounds how often Series reads again because a bucket
+// came or went between its look at the index and its transaction.
+const seriesAttempts = 20
+
+// Series reads the buckets of a bucketed view that start in [from, to),
+// with the view's version, in one MULTI/EXEC: no script runs between the
+// reads, so the numbers and the version belong together. The transaction
+// reads the index again; if its buckets differ from those the transaction
+// was built for, Series reads again.
+func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.Time) (*Series, error) {
+	if !view.Bucketed() {
+		return nil, fmt.Errorf("series of view %s: the view has no buckets", view.Name)
+	}
+	k := KeysFor(r.prefix, view.Name)
+	rng := &redis.ZRangeBy{Min: strconv.FormatInt(from.Unix(), 10), Max: "(" + strconv.FormatInt(to.Unix(), 10)}
+	if to.Unix() <= from.Unix() {
+		rng.Max = "(" + rng.Min
+	}
+	names, err := r.client.ZRangeByScore(ctx, k.Buckets(), rng).Result()
+	if err != nil {
+		return nil, fmt.Errorf("series of view %s: %w", view.Name, err)
+	}
+	for range seriesAttempts {
+		var meta *redis.SliceCmd
+		var index *redis.StringSliceCmd
+		hashes := make([][]*redis.MapStringStringCmd, len(names))
+		_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms", lostField)
+			index = p.ZRangeByScore(ctx, k.Buckets(), rng)
+			for i, b := range names {
+				hashes[i] = make([]*redis.MapStringStringCmd, len(view.Measures))
+				for j, m := range view.Measures {
+					hashes[i][j] = p.HGetAll(ctx, k.BucketMeasure(b, m.Name))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("series of view %s: %w", view.Name, err)
+		}
+		if now := index.Val(); !slices.Equal(now, names) {
+			names = now
+			continue
+		}
+		s := &Series{
+			View: view.Name, From: from.UTC().Format(time.RFC3339), To: to.UTC().Format(time.RFC3339),
+			Buckets: map[string]map[string]map[string]string{},
+		}
+		vals := meta.Val()
+		s.Version = atoi(vals[0])
+		s.UpdatedMS = atoi(vals[1])
+		s.Lost, _ = vals[2].(string)
+		for i, b := range names {
+			ms := make(map[string]map[string]string, len(view.Measures))
+			empty := true
+			for j, m := range view.Measures {
+				ms[m.Name] = hashes[i][j].Val()
+				empty = empty && len(ms[m.Name]) == 0
+			}
+			// An expired bucket stays in the index until the next apply
+			// prunes it; its hashes are gone.
+			if !empty {
+				s.Buckets[b] = ms
+			}
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("series of view %s: its buckets kept changing over %d reads", view.Name, seriesAttempts)
 }
