@@ -90,6 +90,7 @@ type env struct {
 	// line, and the tests' client when that Redis is a cluster.
 	redisConf string
 	cluster   *redis.ClusterClient
+	viewsYAML string // the views section of every configuration
 }
 
 var envSeq struct {
@@ -98,6 +99,12 @@ var envSeq struct {
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWithViews(t, viewsYAML)
+}
+
+// newEnvWithViews is newEnv with views of the test's own.
+func newEnvWithViews(t *testing.T, views string) *env {
 	t.Helper()
 	envSeq.Lock()
 	envSeq.n++
@@ -111,6 +118,7 @@ func newEnv(t *testing.T) *env {
 		table:     "Donations_" + name,
 		app:       "app_" + name,
 		prefix:    "t" + name,
+		viewsYAML: views,
 	}
 	e.ddb = ddbClient(t, e.endpoint)
 	// >>> IAM check (iam_test.go): the daemon reaches DynamoDB through a
@@ -173,7 +181,7 @@ log:
   level: debug
 metrics:
   addr: %s
-`, e.table, e.endpoint, e.app, worker, redisLines, e.prefix, e.metricsAddr(worker)) + viewsYAML
+`, e.table, e.endpoint, e.app, worker, redisLines, e.prefix, e.metricsAddr(worker)) + e.viewsYAML
 	p := filepath.Join(e.dir, worker+".yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		e.t.Fatal(err)
@@ -324,6 +332,9 @@ type deltaMsg struct {
 	Version int64                        `json:"version"`
 	Deltas  map[string]map[string]string `json:"deltas"`
 	TsMS    int64                        `json:"ts_ms"`
+	// Buckets replaces Deltas for a bucketed view: bucket -> measure ->
+	// group -> delta.
+	Buckets map[string]map[string]map[string]string `json:"buckets"`
 }
 
 func (e *env) subscribe() *subscriber {
@@ -392,7 +403,17 @@ func (e *env) checkDeltas(s *subscriber) {
 			if m.TsMS == 0 {
 				e.t.Fatalf("view %s: message %d has no ts_ms", v.Name, i)
 			}
-			for meas, groups := range m.Deltas {
+			deltas := m.Deltas
+			if v.Bucketed() {
+				// One measure per bucket and measure, "<bucket> <measure>".
+				deltas = map[string]map[string]string{}
+				for b, ms := range m.Buckets {
+					for meas, groups := range ms {
+						deltas[b+" "+meas] = groups
+					}
+				}
+			}
+			for meas, groups := range deltas {
 				if sums[meas] == nil {
 					sums[meas] = map[string]aggregate.Decimal{}
 				}
@@ -411,11 +432,20 @@ func (e *env) checkDeltas(s *subscriber) {
 			}
 		}
 		for _, m := range v.Measures {
-			if got[m.Name] == nil {
+			if got[m.Name] == nil && !v.Bucketed() {
 				got[m.Name] = map[string]string{}
 			}
 		}
-		if diffs := loadgen.Compare(v.Name, snap.Measures, got); len(diffs) > 0 {
+		want := snap.Measures
+		if v.Bucketed() {
+			want = e.seriesMeasures(v)
+			for meas, groups := range got {
+				if len(groups) == 0 && want[meas] == nil {
+					delete(got, meas)
+				}
+			}
+		}
+		if diffs := loadgen.Compare(v.Name, want, got); len(diffs) > 0 {
 			e.t.Fatalf("view %s: deltas summed differ from the hashes: %v", v.Name, diffs[:min(5, len(diffs))])
 		}
 		e.t.Logf("view %s: %d versions, deltas sum to the hashes exactly", v.Name, snap.Version)

@@ -26,6 +26,7 @@ const usage = `usage: streamtally <command> [flags]
 commands:
   run       --config FILE              read the stream and keep the counters
   snapshot  --config FILE --view NAME  print one view's counters and version as JSON
+            [--from TIME] [--to TIME]  bucketed views: the buckets in [from, to) (default: the last 24)
   status    --config FILE [--json]     show each shard's lease owner, checkpoint and lag
   dlq       --config FILE [--view NAME] [--limit N] [--json]
                                        list the dead letters, newest first (default limit 50)
