@@ -271,7 +271,7 @@ func (e *env) bucketDiffs() []loadgen.Diff {
 					got[m] = map[string]string{}
 				}
 				for g, val := range groups {
-					sum := aggregate.MustDecimal(got[m][g]+"0").Add(aggregate.MustDecimal(val))
+					sum := aggregate.MustDecimal(got[m][g] + "0").Add(aggregate.MustDecimal(val))
 					got[m][g] = sum.String()
 				}
 			}
