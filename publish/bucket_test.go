@@ -227,7 +227,8 @@ func TestSeriesReadsARangeWithItsVersion(t *testing.T) {
 		want     []string
 	}{
 		{hourStart(-4), hourStart(-3), []string{hour(-4)}},
-		{hourStart(-4).Add(time.Minute), hourStart(-1).Add(time.Nanosecond), []string{hour(-3)}},
+		{hourStart(-4).Add(time.Minute), hourStart(-1), []string{hour(-3)}},
+		{hourStart(-4).Add(time.Nanosecond), hourStart(-1).Add(time.Nanosecond), []string{hour(-3), hour(-1)}},
 		{hourStart(-5), hourStart(1), []string{hour(-1), hour(-3), hour(-4)}},
 		{hourStart(0), hourStart(-5), nil},
 	} {

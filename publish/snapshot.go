@@ -84,10 +84,10 @@ func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.
 		return nil, fmt.Errorf("series of view %s: the view has no buckets", view.Name)
 	}
 	k := KeysFor(r.prefix, view.Name)
-	rng := &redis.ZRangeBy{Min: strconv.FormatInt(from.Unix(), 10), Max: "(" + strconv.FormatInt(to.Unix(), 10)}
-	if to.Unix() <= from.Unix() {
-		rng.Max = "(" + rng.Min
-	}
+	// Buckets start on whole seconds: s >= from and s < to hold for the
+	// same s as with both rounded up to the second.
+	lo, hi := ceilUnix(from), ceilUnix(to)
+	rng := &redis.ZRangeBy{Min: strconv.FormatInt(lo, 10), Max: "(" + strconv.FormatInt(max(lo, hi), 10)}
 	names, err := r.client.ZRangeByScore(ctx, k.Buckets(), rng).Result()
 	if err != nil {
 		return nil, fmt.Errorf("series of view %s: %w", view.Name, err)
@@ -138,4 +138,11 @@ func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.
 		return s, nil
 	}
 	return nil, fmt.Errorf("series of view %s: its buckets kept changing over %d reads", view.Name, seriesAttempts)
+}
+
+func ceilUnix(t time.Time) int64 {
+	if t.Nanosecond() > 0 {
+		return t.Unix() + 1
+	}
+	return t.Unix()
 }
