@@ -13,8 +13,10 @@
 -- A bucketed view instead has:
 -- KEYS[2] the bucket index (ZSET), then per bucket its item-count hash and
 --   one hash per measure
--- ARGV[10] the index score at or below which buckets have expired
--- ARGV[11..] per bucket: name, start (score), expiry (Unix ms), number of
+-- ARGV[10] 'items' (buckets by item time), or 'net' (by stream time: a
+--   bucket holds net changes, so a group stays while any value is not 0)
+-- ARGV[11] the index score at or below which buckets have expired
+-- ARGV[12..] per bucket: name, start (score), expiry (Unix ms), number of
 --   groups, then the groups as above
 --
 -- Returns {1, version} when applied (version 0: the delta had no groups and
@@ -105,8 +107,10 @@ for k = 1, nm do
 end
 
 -- Applies n groups from ARGV[i] on to the item counts in KEYS[base] and
--- the measure hashes after it; returns the index past them.
-local function apply_groups(base, i, n)
+-- the measure hashes after it; returns the index past them. A group leaves
+-- every hash when its item count reaches 0; with net, only once its sums
+-- are 0 as well, since a net change can move a sum without moving items.
+local function apply_groups(base, i, n, net)
   local items = KEYS[base]
   for _ = 1, n do
     local g, dc = ARGV[i], tonumber(ARGV[i + 1])
@@ -116,27 +120,40 @@ local function apply_groups(base, i, n)
     else
       c = tonumber(redis.call('HGET', items, g) or '0')
     end
-    if c == 0 then
-      -- The group has no items left: it leaves every hash of the view.
-      redis.call('HDEL', items, g)
-      for k = 1, nm do redis.call('HDEL', KEYS[base + k], g) end
-    else
+    local gone = c == 0
+    if not gone or net then
       local s = 0
       for k = 1, nm do
         if string.sub(kinds, k, k) == 'c' then
-          if dc ~= 0 then redis.call('HSET', KEYS[base + k], g, c) end
+          if dc ~= 0 or net then redis.call('HSET', KEYS[base + k], g, c) end
         else
           s = s + 1
           local d = ARGV[i + 1 + s]
+          local now = '0'
           if d ~= '0' then
             local old = redis.call('HGET', KEYS[base + k], g) or '0'
-            redis.call('HSET', KEYS[base + k], g, dec_add(old, d))
+            now = dec_add(old, d)
+            redis.call('HSET', KEYS[base + k], g, now)
+          elseif net then
+            now = redis.call('HGET', KEYS[base + k], g) or '0'
+            if now == '0' then redis.call('HSET', KEYS[base + k], g, '0') end
           elseif dc ~= 0 then
             -- A group entering with a zero sum still shows it as '0'.
             redis.call('HSETNX', KEYS[base + k], g, '0')
           end
+          if now ~= '0' then gone = false end
         end
       end
+    end
+    if net and not gone and dc == 0 then
+      -- Keep the group's count, 0, so that the bucket's _items hash
+      -- exists as long as one of its groups shows a value.
+      redis.call('HSETNX', items, g, 0)
+    end
+    if gone then
+      -- The group has no items left: it leaves every hash of the view.
+      redis.call('HDEL', items, g)
+      for k = 1, nm do redis.call('HDEL', KEYS[base + k], g) end
     end
     i = i + 2 + nsum
   end
@@ -144,13 +161,14 @@ local function apply_groups(base, i, n)
 end
 
 if ARGV[10] == '' then
-  apply_groups(2, 11, (#ARGV - 10) / (2 + nsum))
+  apply_groups(2, 11, (#ARGV - 10) / (2 + nsum), false)
 else
+  local net = ARGV[10] == 'net'
   local index = KEYS[2]
-  local base, i = 3, 11
+  local base, i = 3, 12
   while i <= #ARGV do
     local name, start, expire, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    i = apply_groups(base, i + 4, n)
+    i = apply_groups(base, i + 4, n, net)
     -- A bucket lives until its end plus the retention; an expiry in the
     -- past deletes it at once, so a late change never brings back an
     -- expired bucket with partial numbers.
@@ -162,7 +180,7 @@ else
     end
     base = base + 1 + nm
   end
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[10])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[11])
 end
 
 redis.call('HSET', meta, ARGV[1], ARGV[3], 'updated_ms', ARGV[4])

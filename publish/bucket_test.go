@@ -352,3 +352,39 @@ func TestBucketedViewOnACluster(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamTimeBucketsKeepNetChanges: in a stream-time bucket a MODIFY of
+// an amount is a group whose count does not change but whose sum does; it
+// must show, and leave only once its values are all 0 again.
+func TestStreamTimeBucketsKeepNetChanges(t *testing.T) {
+	v := hourlyView("changes_per_hour", config.StreamTime, 24*time.Hour)
+	f := newBucketFixture(t, v)
+	k := f.keys(v.Name)
+	f.apply(mkBucketDelta(v, "s", "", "1", map[string]map[string]gd{
+		hour(0): {"Web": {0, []string{"2"}}, "Phone": {-1, []string{"-3"}}},
+	}))
+	if got, want := f.hash(k.BucketMeasure(hour(0), "amount")), map[string]string{"Web": "2", "Phone": "-3"}; !maps.Equal(got, want) {
+		t.Errorf("amount %v, want %v", got, want)
+	}
+	if got, want := f.hash(k.BucketMeasure(hour(0), "donations")), map[string]string{"Web": "0", "Phone": "-1"}; !maps.Equal(got, want) {
+		t.Errorf("donations %v, want %v", got, want)
+	}
+	f.apply(mkBucketDelta(v, "s", "1", "2", map[string]map[string]gd{
+		hour(0): {"Phone": {1, []string{"3"}}},
+	}))
+	if _, ok := f.index(v.Name)[hour(0)]; !ok {
+		t.Error("a bucket holding only a net sum left the index")
+	}
+	if got := f.hash(k.BucketMeasure(hour(0), "amount")); !maps.Equal(got, map[string]string{"Web": "2"}) {
+		t.Errorf("amount %v, want only Web=2 once Phone netted out", got)
+	}
+	f.apply(mkBucketDelta(v, "s", "2", "3", map[string]map[string]gd{
+		hour(0): {"Web": {0, []string{"-2"}}},
+	}))
+	if n := f.c.Exists(context.Background(), k.BucketItems(hour(0)), k.BucketMeasure(hour(0), "amount"), k.BucketMeasure(hour(0), "donations")).Val(); n != 0 {
+		t.Errorf("a bucket whose net changes are all 0 kept %d keys", n)
+	}
+	if _, ok := f.index(v.Name)[hour(0)]; ok {
+		t.Error("an empty bucket stayed in the index")
+	}
+}

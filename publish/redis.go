@@ -191,7 +191,15 @@ func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, kinds string, ts int64) (
 	// retention ago: its keys have expired, and it leaves the index.
 	prune := floorDiv(ts-(v.BucketSize()+v.Retention()).Milliseconds(), 1000)
 	head, tail := bucketMessage(d, starts, ts)
-	args := []any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds, r.publish, prune}
+	layout := "items"
+	if v.StreamTimed() {
+		layout = "net"
+	}
+	args := []any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds, r.publish, layout}
+	if len(starts) > 0 {
+		// Without buckets the script only moves the fence.
+		args = append(args, prune)
+	}
 	for _, b := range starts {
 		name := aggregate.BucketName(b)
 		keys = append(keys, k.BucketItems(name))

@@ -39,7 +39,7 @@ views:
     where: {status: {in: [paid, settled]}, refund: {exists: false}}
   - name: changes_per_minute
     group_by: [platform]
-    measures: {donations: count}
+    measures: {donations: count, amount: sum(amount)}
     bucket: {size: 1m, time: stream, retention: 1d}
 `
 
