@@ -98,3 +98,12 @@ func (s *Serve) validate(views map[string]bool) error {
 	}
 	return nil
 }
+
+// RequireAccess is checked by `streamtally serve` only: the other commands
+// share the file and need no serve section.
+func (s *Serve) RequireAccess() error {
+	if !s.Public && !s.HasAuth() {
+		return errorf("serve: no serve.tokens and no serve.hmac_secret; set one, or serve.public: true to serve every view without a token")
+	}
+	return nil
+}

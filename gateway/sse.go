@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// event is one Server-Sent Event, rendered once and shared by every client
+// that receives it.
+type event struct {
+	version int64
+	kind    string // "snapshot" or "delta"
+	wire    []byte
+}
+
+// newEvent renders an event whose id is the version, so that a browser
+// reconnecting sends it back as Last-Event-ID.
+func newEvent(kind string, version int64, data []byte) *event {
+	var b bytes.Buffer
+	b.Grow(len(data) + 48)
+	b.WriteString("id: ")
+	b.WriteString(strconv.FormatInt(version, 10))
+	b.WriteString("\nevent: ")
+	b.WriteString(kind)
+	b.WriteByte('\n')
+	// The data is JSON on one line; a newline in it would end the field.
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		b.WriteString("data: ")
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	return &event{version: version, kind: kind, wire: b.Bytes()}
+}
+
+// sseWriter writes an event stream to one client.
+type sseWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration // for each flush: a client that stops reading is let go
+}
+
+// retryMS is the reconnect delay the stream asks browsers to use.
+const retryMS = 1000
+
+func startSSE(w http.ResponseWriter, timeout time.Duration) (*sseWriter, error) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	// Proxies such as nginx would otherwise buffer the stream.
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
+	if _, err := w.Write([]byte("retry: " + strconv.Itoa(retryMS) + "\n\n")); err != nil {
+		return nil, err
+	}
+	return s, s.flush()
+}
+
+func (s *sseWriter) write(e *event) error {
+	_, err := s.w.Write(e.wire)
+	return err
+}
+
+// heartbeat is a comment line: EventSource ignores it, proxies see traffic.
+func (s *sseWriter) heartbeat() error {
+	if _, err := s.w.Write([]byte(":\n\n")); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+func (s *sseWriter) flush() error {
+	// Not every ResponseWriter supports deadlines (httptest's recorder
+	// does not); a real connection does.
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	return s.rc.Flush()
+}
