@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -69,19 +70,22 @@ func (h *Hub) Run(ctx context.Context) {
 type client struct {
 	ch      chan *event
 	have    int64 // the version the client's state is at, after the events queued
-	dropped bool  // set before ch is closed by the hub
+	dropped atomic.Bool // set before ch is closed by the hub
 	hub     *viewHub
+	// kick unblocks the client's writer, which may be stuck in a write to
+	// a peer that reads nothing; called once, when the client is dropped.
+	kick func()
 }
 
 // Join subscribes a client to view. With resume >= 0 (its Last-Event-ID)
 // the client gets the deltas after that version if the hub still holds
 // them; otherwise, and without resume, its first event is a snapshot.
-func (h *Hub) Join(ctx context.Context, view string, resume int64) (*client, error) {
+func (h *Hub) Join(ctx context.Context, view string, resume int64, kick func()) (*client, error) {
 	vh := h.views[view]
 	if vh == nil {
 		return nil, fmt.Errorf("no view %s", view)
 	}
-	return vh.join(ctx, resume)
+	return vh.join(ctx, resume, kick)
 }
 
 // Leave unsubscribes c; the hub sends it nothing more.
@@ -90,6 +94,20 @@ func (h *Hub) Leave(c *client) {
 	vh.mu.Lock()
 	delete(vh.clients, c)
 	vh.mu.Unlock()
+}
+
+// Ready reports whether every view's subscription is up and synced with
+// a snapshot, so that clients get every delta from now on.
+func (h *Hub) Ready() bool {
+	for _, vh := range h.order {
+		vh.mu.Lock()
+		ok := vh.synced
+		vh.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Clients counts the clients of every view.
@@ -319,17 +337,20 @@ func (h *viewHub) send(c *client, e *event) {
 // drop lets a client go that does not keep up, so it never slows the
 // others; the browser reconnects and resumes.
 func (h *viewHub) drop(c *client) {
-	c.dropped = true
+	c.dropped.Store(true)
 	close(c.ch)
 	delete(h.clients, c)
+	if c.kick != nil {
+		c.kick()
+	}
 }
 
 // errBusy means the view changed faster than snapshots could be read for a
 // joining client.
 var errBusy = errors.New("the view changes too fast to catch up; try again")
 
-func (h *viewHub) join(ctx context.Context, resume int64) (*client, error) {
-	c := &client{ch: make(chan *event, h.buffer), hub: h}
+func (h *viewHub) join(ctx context.Context, resume int64, kick func()) (*client, error) {
+	c := &client{ch: make(chan *event, h.buffer), hub: h, kick: kick}
 	register := func(evs []*event, have int64) {
 		for _, e := range evs {
 			c.ch <- e // fits: since bounds the count by the buffer

@@ -86,6 +86,13 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /v1/views/{view}", s.snapshot)
 	mux.HandleFunc("GET /v1/views/{view}/events", s.events)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.hub.Ready() {
+			http.Error(w, "subscribing to Redis", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	mux.Handle("GET /", http.FileServerFS(webRoot()))
 	s.handler = cors(o.Serve.CORSOrigins, mux)
 	return s
@@ -225,7 +232,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		resume = n
 	}
-	c, err := s.hub.Join(r.Context(), v.Name, resume)
+	rc := http.NewResponseController(w)
+	// A deadline in the past makes a blocked write return at once.
+	kick := func() { _ = rc.SetWriteDeadline(time.Now()) }
+	c, err := s.hub.Join(r.Context(), v.Name, resume, kick)
 	if err != nil {
 		if r.Context().Err() == nil {
 			s.opts.Log.Warn("event stream refused", "view", v.Name, "err", err)
@@ -234,7 +244,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.hub.Leave(c)
-	sse, err := startSSE(w, s.opts.WriteTimeout)
+	sse, err := startSSE(w, rc, s.opts.WriteTimeout)
 	if err != nil {
 		return
 	}
@@ -249,7 +259,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case e, ok := <-c.ch:
-			if !ok {
+			// A dropped client's queue still holds events; the client
+			// gets none of them, and resumes where its writes stopped.
+			if !ok || c.dropped.Load() {
 				s.opts.Log.Debug("slow client dropped", "view", v.Name, "remote", r.RemoteAddr)
 				return
 			}
@@ -260,8 +272,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			for more := true; more; {
 				select {
 				case e, ok := <-c.ch:
-					if !ok {
-						sse.flush()
+					if !ok || c.dropped.Load() {
 						return
 					}
 					if sse.write(e) != nil {

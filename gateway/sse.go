@@ -45,14 +45,14 @@ type sseWriter struct {
 // retryMS is the reconnect delay the stream asks browsers to use.
 const retryMS = 1000
 
-func startSSE(w http.ResponseWriter, timeout time.Duration) (*sseWriter, error) {
+func startSSE(w http.ResponseWriter, rc *http.ResponseController, timeout time.Duration) (*sseWriter, error) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	// Proxies such as nginx would otherwise buffer the stream.
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
+	s := &sseWriter{w: w, rc: rc, timeout: timeout}
 	if _, err := w.Write([]byte("retry: " + strconv.Itoa(retryMS) + "\n\n")); err != nil {
 		return nil, err
 	}
