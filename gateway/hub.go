@@ -69,7 +69,7 @@ func (h *Hub) Run(ctx context.Context) {
 // Last-Event-ID.
 type client struct {
 	ch      chan *event
-	have    int64 // the version the client's state is at, after the events queued
+	have    int64       // the version the client's state is at, after the events queued
 	dropped atomic.Bool // set before ch is closed by the hub
 	hub     *viewHub
 	// kick unblocks the client's writer, which may be stuck in a write to
