@@ -41,7 +41,7 @@ func chromium(t *testing.T) string {
 }
 
 // buildBinary builds cmd/streamtally into a temporary directory.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "streamtally")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/streamtally").CombinedOutput(); err != nil {
@@ -50,7 +50,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func freeAddr(t *testing.T) string {
 
 // startProcess runs the binary with args until the test ends, and shows
 // its log if the test fails.
-func startProcess(t *testing.T, name string, bin string, args ...string) {
+func startProcess(t testing.TB, name string, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
@@ -83,6 +83,7 @@ func startProcess(t *testing.T, name string, bin string, args ...string) {
 			t.Logf("log of %s:\n%s", name, tail(string(b), 4000))
 		}
 	})
+	return cmd
 }
 
 func tail(s string, n int) string {
