@@ -71,6 +71,11 @@ func defaultServe() config.Serve {
 
 func startGateway(t *testing.T, s config.Serve) *gw {
 	t.Helper()
+	return startGatewayWith(t, s, 0)
+}
+
+func startGatewayWith(t *testing.T, s config.Serve, writeTimeout time.Duration) *gw {
+	t.Helper()
 	g := &gw{t: t, log: &syncBuffer{}}
 	g.rdb = redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
 	t.Cleanup(func() { g.rdb.Close() })
@@ -81,7 +86,7 @@ func startGateway(t *testing.T, s config.Serve) *gw {
 	}
 	g.url = "http://" + ln.Addr().String()
 	g.srv = gateway.New(gateway.Options{
-		Serve: s, Client: g.rdb, Prefix: g.prefix, Views: testViews,
+		Serve: s, Client: g.rdb, Prefix: g.prefix, Views: testViews, WriteTimeout: writeTimeout,
 		Log: slog.New(slog.NewJSONHandler(g.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -203,3 +203,18 @@ func TestSlowClientIsDroppedWithoutSlowingOthers(t *testing.T) {
 func isReset(err error) bool {
 	return strings.Contains(err.Error(), "connection reset")
 }
+
+// A stream idle for longer than the write timeout still delivers the next
+// event, even one larger than the response buffer: the timeout bounds each
+// write, not the life of the stream.
+func TestIdleStreamOutlivesWriteTimeout(t *testing.T) {
+	serve := defaultServe()
+	serve.Heartbeat = time.Hour
+	g := startGatewayWith(t, serve, 100*time.Millisecond)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 0)
+	time.Sleep(500 * time.Millisecond) // idle: five write timeouts
+	g.apply("a", strings.Repeat("big", 10000), 1, true)
+	st.apply(t, s.expect("delta", 1))
+}

@@ -60,6 +60,10 @@ func startSSE(w http.ResponseWriter, rc *http.ResponseController, timeout time.D
 }
 
 func (s *sseWriter) write(e *event) error {
+	// An event larger than the response's buffer reaches the connection
+	// here, not in flush; the deadline of the last flush may have passed
+	// while the stream was idle.
+	s.deadline()
 	_, err := s.w.Write(e.wire)
 	return err
 }
@@ -73,8 +77,12 @@ func (s *sseWriter) heartbeat() error {
 }
 
 func (s *sseWriter) flush() error {
+	s.deadline()
+	return s.rc.Flush()
+}
+
+func (s *sseWriter) deadline() {
 	// Not every ResponseWriter supports deadlines (httptest's recorder
 	// does not); a real connection does.
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	return s.rc.Flush()
 }
