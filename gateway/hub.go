@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,28 +63,57 @@ func (h *Hub) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// client is one subscriber of one view. The hub sends on ch, never
-// blocking: a client whose buffer is full is dropped, and it resumes with
-// Last-Event-ID.
-type client struct {
-	ch      chan *event
-	have    int64       // the version the client's state is at, after the events queued
-	dropped atomic.Bool // set before ch is closed by the hub
-	hub     *viewHub
-	// kick unblocks the client's writer, which may be stuck in a write to
-	// a peer that reads nothing; called once, when the client is dropped.
+// sink is where one connection's events queue: one view's, or several
+// views' on a multiplexed stream. Hubs send without blocking; a hub that
+// finds the queue full drops the whole connection, and the browser
+// resumes with Last-Event-ID.
+type sink struct {
+	ch   chan *event
+	done chan struct{} // closed when a hub drops the connection
+	once sync.Once
+	// kick unblocks the connection's writer, which may be stuck in a write
+	// to a peer that reads nothing.
 	kick func()
 }
 
-// Join subscribes a client to view. With resume >= 0 (its Last-Event-ID)
+func newSink(size int, kick func()) *sink {
+	return &sink{ch: make(chan *event, size), done: make(chan struct{}), kick: kick}
+}
+
+func (s *sink) drop() {
+	s.once.Do(func() {
+		close(s.done)
+		if s.kick != nil {
+			s.kick()
+		}
+	})
+}
+
+func (s *sink) dropped() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// client is one view's subscription on a sink.
+type client struct {
+	sink *sink
+	have int64 // the version the client's state is at, after the events queued
+	hub  *viewHub
+}
+
+// Join subscribes sink to view. With resume >= 0 (its Last-Event-ID)
 // the client gets the deltas after that version if the hub still holds
 // them; otherwise, and without resume, its first event is a snapshot.
-func (h *Hub) Join(ctx context.Context, view string, resume int64, kick func()) (*client, error) {
+func (h *Hub) Join(ctx context.Context, view string, resume int64, s *sink) (*client, error) {
 	vh := h.views[view]
 	if vh == nil {
 		return nil, fmt.Errorf("no view %s", view)
 	}
-	return vh.join(ctx, resume, kick)
+	return vh.join(ctx, resume, s)
 }
 
 // Leave unsubscribes c; the hub sends it nothing more.
@@ -246,7 +274,7 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 		h.mu.Unlock()
 		return nil // the snapshot holds it already
 	case m.Version == last+1:
-		e := newEvent("delta", m.Version, []byte(payload))
+		e := newEvent("delta", h.view.Name, m.Version, []byte(payload))
 		h.keep(e)
 		h.last = e.version
 		for c := range h.clients {
@@ -297,7 +325,7 @@ func (h *viewHub) read(ctx context.Context) (*event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newEvent("snapshot", s.Version, b), nil
+	return newEvent("snapshot", h.view.Name, s.Version, b), nil
 }
 
 // keep appends a delta to the ring, trimming it to history in bulk.
@@ -327,33 +355,37 @@ func (h *viewHub) since(v int64) ([]*event, bool) {
 
 func (h *viewHub) send(c *client, e *event) {
 	select {
-	case c.ch <- e:
+	case c.sink.ch <- e:
 		c.have = e.version
 	default:
 		h.drop(c)
 	}
 }
 
-// drop lets a client go that does not keep up, so it never slows the
+// drop lets a connection go that does not keep up, so it never slows the
 // others; the browser reconnects and resumes.
 func (h *viewHub) drop(c *client) {
-	c.dropped.Store(true)
-	close(c.ch)
 	delete(h.clients, c)
-	if c.kick != nil {
-		c.kick()
-	}
+	c.sink.drop()
 }
 
 // errBusy means the view changed faster than snapshots could be read for a
 // joining client.
 var errBusy = errors.New("the view changes too fast to catch up; try again")
 
-func (h *viewHub) join(ctx context.Context, resume int64, kick func()) (*client, error) {
-	c := &client{ch: make(chan *event, h.buffer), hub: h, kick: kick}
+func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, error) {
+	c := &client{sink: s, hub: h}
+	// The caller sizes the sink for every view it joins; since bounds each
+	// view's first events by the buffer. Other views' deltas may already
+	// fill it, and then the connection is dropped like any slow one.
 	register := func(evs []*event, have int64) {
 		for _, e := range evs {
-			c.ch <- e // fits: since bounds the count by the buffer
+			select {
+			case s.ch <- e:
+			default:
+				s.drop()
+				return
+			}
 		}
 		c.have = have
 		h.clients[c] = struct{}{}

@@ -85,6 +85,7 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /v1/views", s.listViews)
 	mux.HandleFunc("GET /v1/views/{view}", s.snapshot)
 	mux.HandleFunc("GET /v1/views/{view}/events", s.events)
+	mux.HandleFunc("GET /v1/events", s.eventsMux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.hub.Ready() {
@@ -213,40 +214,131 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, snap)
 }
 
+// events is one view's stream; each event's id is the view's version.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	v := s.view(w, r)
 	if v == nil {
 		return
 	}
-	resume := int64(-1)
+	resume := map[string]int64{}
+	if id := lastEventID(r); id != "" {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil || n < 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Last-Event-ID is not a version"})
+			return
+		}
+		resume[v.Name] = n
+	}
+	s.stream(w, r, []string{v.Name}, resume, false)
+}
+
+// eventsMux streams several views on one connection (?view=a&view=b; all
+// the token may read without view), because a browser opens at most six
+// HTTP/1.1 connections to a host and a dashboard may show more views.
+// Each event's id lists every view's version, "a:12,b:7", so one
+// Last-Event-ID resumes them all.
+func (s *Server) eventsMux(w http.ResponseWriter, r *http.Request) {
+	g := s.authorize(w, r, "")
+	if g == nil {
+		return
+	}
+	names := r.URL.Query()["view"]
+	if len(names) == 0 {
+		for _, v := range s.infos {
+			if g.May(v.Name) {
+				names = append(names, v.Name)
+			}
+		}
+		if len(names) == 0 {
+			s.fail(w, r, http.StatusForbidden, "this token may read no view", g.Who)
+			return
+		}
+	}
+	seen := map[string]bool{}
+	var list []string
+	for _, n := range names {
+		switch {
+		case !g.May(n):
+			s.fail(w, r, http.StatusForbidden, "this token may not read view "+strconv.Quote(n), g.Who)
+			return
+		case s.views[n] == nil:
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no view " + strconv.Quote(n)})
+			return
+		case !seen[n]:
+			seen[n] = true
+			list = append(list, n)
+		}
+	}
+	resume := map[string]int64{}
+	if id := lastEventID(r); id != "" {
+		for _, part := range strings.Split(id, ",") {
+			name, ver, ok := strings.Cut(part, ":")
+			n, err := strconv.ParseInt(ver, 10, 64)
+			if !ok || err != nil || n < 0 {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Last-Event-ID is not a list of view:version"})
+				return
+			}
+			if seen[name] {
+				resume[name] = n
+			}
+		}
+	}
+	s.stream(w, r, list, resume, true)
+}
+
+func lastEventID(r *http.Request) string {
 	id := r.Header.Get("Last-Event-ID")
 	if id == "" {
 		// For clients that cannot set headers on a first connection.
 		id = r.URL.Query().Get("last_event_id")
 	}
-	if id != "" {
-		n, err := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
-		if err != nil || n < 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Last-Event-ID is not a version"})
-			return
-		}
-		resume = n
-	}
+	return strings.TrimSpace(id)
+}
+
+// stream joins the views' hubs on one sink and writes its events until the
+// client leaves, the gateway stops, or a hub drops the connection as slow.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, resume map[string]int64, mux bool) {
 	rc := http.NewResponseController(w)
 	// A deadline in the past makes a blocked write return at once.
-	kick := func() { _ = rc.SetWriteDeadline(time.Now()) }
-	c, err := s.hub.Join(r.Context(), v.Name, resume, kick)
-	if err != nil {
-		if r.Context().Err() == nil {
-			s.opts.Log.Warn("event stream refused", "view", v.Name, "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Redis is not answering"})
+	sk := newSink(s.opts.Serve.ClientBuffer*len(views), func() { _ = rc.SetWriteDeadline(time.Now()) })
+	have := map[string]int64{}
+	for _, name := range views {
+		from := int64(-1)
+		if v, ok := resume[name]; ok {
+			from, have[name] = v, v
 		}
-		return
+		c, err := s.hub.Join(r.Context(), name, from, sk)
+		if err != nil {
+			if r.Context().Err() == nil {
+				s.opts.Log.Warn("event stream refused", "view", name, "err", err)
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Redis is not answering"})
+			}
+			return
+		}
+		defer s.hub.Leave(c)
 	}
-	defer s.hub.Leave(c)
 	sse, err := startSSE(w, rc, s.opts.WriteTimeout)
 	if err != nil {
 		return
+	}
+	var idb strings.Builder
+	id := func(e *event) string {
+		if !mux {
+			return strconv.FormatInt(e.version, 10)
+		}
+		have[e.view] = e.version
+		idb.Reset()
+		for _, name := range views {
+			if v, ok := have[name]; ok {
+				if idb.Len() > 0 {
+					idb.WriteByte(',')
+				}
+				idb.WriteString(name)
+				idb.WriteByte(':')
+				idb.WriteString(strconv.FormatInt(v, 10))
+			}
+		}
+		return idb.String()
 	}
 	beat := time.NewTicker(s.opts.Serve.Heartbeat)
 	defer beat.Stop()
@@ -254,28 +346,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-sk.done:
+			s.opts.Log.Debug("slow client dropped", "views", views, "remote", r.RemoteAddr)
+			return
 		case <-beat.C:
 			if sse.heartbeat() != nil {
 				return
 			}
-		case e, ok := <-c.ch:
-			// A dropped client's queue still holds events; the client
-			// gets none of them, and resumes where its writes stopped.
-			if !ok || c.dropped.Load() {
-				s.opts.Log.Debug("slow client dropped", "view", v.Name, "remote", r.RemoteAddr)
-				return
-			}
-			if sse.write(e) != nil {
+		case e := <-sk.ch:
+			// A dropped connection's queue may still hold events; it gets
+			// none of them, and resumes where its writes stopped.
+			if sk.dropped() || sse.write(id(e), e) != nil {
 				return
 			}
 			// Write what else is queued before one flush.
 			for more := true; more; {
 				select {
-				case e, ok := <-c.ch:
-					if !ok || c.dropped.Load() {
-						return
-					}
-					if sse.write(e) != nil {
+				case e := <-sk.ch:
+					if sk.dropped() || sse.write(id(e), e) != nil {
 						return
 					}
 				default:

@@ -7,22 +7,20 @@ import (
 	"time"
 )
 
-// event is one Server-Sent Event, rendered once and shared by every client
-// that receives it.
+// event is one Server-Sent Event of one view, rendered once and shared by
+// every client that receives it. Its id line is written per stream: the
+// version on a view's stream, every view's version on a multiplexed one.
 type event struct {
+	view    string
 	version int64
 	kind    string // "snapshot" or "delta"
-	wire    []byte
+	body    []byte // the event and data lines and the blank line that ends the event
 }
 
-// newEvent renders an event whose id is the version, so that a browser
-// reconnecting sends it back as Last-Event-ID.
-func newEvent(kind string, version int64, data []byte) *event {
+func newEvent(kind, view string, version int64, data []byte) *event {
 	var b bytes.Buffer
-	b.Grow(len(data) + 48)
-	b.WriteString("id: ")
-	b.WriteString(strconv.FormatInt(version, 10))
-	b.WriteString("\nevent: ")
+	b.Grow(len(data) + 32)
+	b.WriteString("event: ")
 	b.WriteString(kind)
 	b.WriteByte('\n')
 	// The data is JSON on one line; a newline in it would end the field.
@@ -32,7 +30,7 @@ func newEvent(kind string, version int64, data []byte) *event {
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
-	return &event{version: version, kind: kind, wire: b.Bytes()}
+	return &event{view: view, version: version, kind: kind, body: b.Bytes()}
 }
 
 // sseWriter writes an event stream to one client.
@@ -59,12 +57,17 @@ func startSSE(w http.ResponseWriter, rc *http.ResponseController, timeout time.D
 	return s, s.flush()
 }
 
-func (s *sseWriter) write(e *event) error {
+// write sends e with id, which a browser reconnecting sends back as
+// Last-Event-ID.
+func (s *sseWriter) write(id string, e *event) error {
 	// An event larger than the response's buffer reaches the connection
 	// here, not in flush; the deadline of the last flush may have passed
 	// while the stream was idle.
 	s.deadline()
-	_, err := s.w.Write(e.wire)
+	if _, err := s.w.Write([]byte("id: " + id + "\n")); err != nil {
+		return err
+	}
+	_, err := s.w.Write(e.body)
 	return err
 }
 
