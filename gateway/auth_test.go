@@ -65,6 +65,9 @@ func TestAuthAnswers401And403PerView(t *testing.T) {
 		{"token signed with another secret", "/v1/views/b", bearer(otherKey), "", 401},
 		{"tampered signed token", "/v1/views/b", bearer(tampered), "", 401},
 		{"the page needs no token", "/", nil, "", 200},
+		{"several views, all granted", "/v1/events", nil, "view=a&access_token=" + tokenA, 200},
+		{"several views, one not granted", "/v1/events", nil, "view=a&view=b&access_token=" + tokenA, 403},
+		{"several views, no token", "/v1/events", nil, "view=a", 401},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -239,7 +239,16 @@ views:
 	t.Logf("page: connection %s, %s, amount %s", text(`document.querySelector('#conn-text').textContent`),
 		text(`document.querySelector('[data-version="by_platform"]').textContent`), text(total("by_platform", "amount")+`.textContent`))
 
-	if err := chromedp.Do(bctx, chromedp.Sleep(700*time.Millisecond)); err != nil {
+	// A few more, spread out, so that the screenshot's lines have a shape.
+	const after = before + 1 + 8
+	for i := before + 1; i < after; i++ {
+		time.Sleep(400 * time.Millisecond)
+		putDonation(t, ddb, table, i)
+	}
+	if err := chromedp.Do(bctx,
+		waitText(total("by_platform", "donations"), fmt.Sprint(after)),
+		chromedp.Sleep(time.Second),
+	); err != nil {
 		t.Fatal(err)
 	}
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // 100 gives a PNG, less a JPEG

@@ -181,7 +181,13 @@ type stream struct {
 // open connects to a view's event stream with the given headers.
 func (g *gw) open(view string, header http.Header) *stream {
 	g.t.Helper()
-	req, err := http.NewRequest("GET", g.url+"/v1/views/"+view+"/events", nil)
+	return g.openPath("/v1/views/"+view+"/events", header)
+}
+
+// openPath connects to the event stream at path.
+func (g *gw) openPath(path string, header http.Header) *stream {
+	g.t.Helper()
+	req, err := http.NewRequest("GET", g.url+path, nil)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -194,7 +200,7 @@ func (g *gw) open(view string, header http.Header) *stream {
 	}
 	if resp.StatusCode != 200 {
 		resp.Body.Close()
-		g.t.Fatalf("GET events of %s: %s", view, resp.Status)
+		g.t.Fatalf("GET %s: %s", path, resp.Status)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		g.t.Fatalf("Content-Type %q", ct)

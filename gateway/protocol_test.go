@@ -1,10 +1,12 @@
 package gateway_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,4 +219,67 @@ func TestIdleStreamOutlivesWriteTimeout(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // idle: five write timeouts
 	g.apply("a", strings.Repeat("big", 10000), 1, true)
 	st.apply(t, s.expect("delta", 1))
+}
+
+// One connection carries several views: per view, a snapshot and then its
+// deltas in order; each id lists every view's version, and resuming with it
+// gets each view's missed deltas.
+func TestMultiplexedStreamKeepsEachViewInOrderAndResumes(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	s := g.openPath("/v1/events?view=a&view=b", nil)
+	sts := map[string]*state{"a": {}, "b": {}}
+	viewOf := func(e sseEvent) string {
+		var m struct{ View string }
+		if err := json.Unmarshal([]byte(e.Data), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.View
+	}
+	// apply checks the event against its view's state; the id is the
+	// composite, so state.apply's id check gets the view's own version.
+	apply := func(e sseEvent) string {
+		v := viewOf(e)
+		var ver struct{ Version int64 }
+		json.Unmarshal([]byte(e.Data), &ver)
+		own := e
+		own.ID = strconv.FormatInt(ver.Version, 10)
+		sts[v].apply(t, own)
+		return e.ID
+	}
+	apply(s.next())
+	apply(s.next())
+	for i := range 10 {
+		g.apply("a", fmt.Sprintf("g%d", i%3), 1, true)
+		g.apply("b", "z", 1, true)
+	}
+	var lastID string
+	for sts["a"].version < 10 || sts["b"].version < 10 {
+		lastID = apply(s.next())
+	}
+	if lastID != "a:10,b:10" {
+		t.Fatalf("last id %q, want a:10,b:10", lastID)
+	}
+	s.close()
+	g.apply("a", "g0", 1, true)
+	g.apply("b", "z", 1, true)
+	w := g.open("b", nil) // wait until the gateway has b's version 11
+	for w.next().version(t) < 11 {
+	}
+	w.close()
+	r := g.openPath("/v1/events?view=a&view=b", http.Header{"Last-Event-ID": {lastID}})
+	var got []string
+	for range 2 {
+		e := r.next()
+		got = append(got, e.Event+":"+viewOf(e))
+		apply(e)
+	}
+	slices.Sort(got)
+	if strings.Join(got, " ") != "delta:a delta:b" {
+		t.Fatalf("resumed with %v, want one delta of each view", got)
+	}
+	for _, v := range []string{"a", "b"} {
+		if snap := g.snapshot(v); !sts[v].equals(snap) {
+			t.Errorf("view %s: state %v at %d; the view holds %v at %d", v, sts[v].n, sts[v].version, snap.Measures["n"], snap.Version)
+		}
+	}
 }

@@ -110,6 +110,7 @@
     const { views: infos } = await res.json();
     if (!infos.length) return showLogin("This token may read no view.");
     for (const info of infos) views.push(newView(info));
+    connect();
     setInterval(() => views.forEach(tickAge), 250);
   }
 
@@ -159,19 +160,24 @@
     }
     sec.append(grid);
     $("#views").append(sec);
-    connect(v);
     return v;
   }
 
-  function connect(v) {
-    let url = "v1/views/" + encodeURIComponent(v.info.name) + "/events";
-    if (token) url += "?access_token=" + encodeURIComponent(token);
-    const es = new EventSource(url);
-    v.es = es;
+  // One connection for every view: browsers allow only six HTTP/1.1
+  // connections to a host. Each event names its view; each id lists every
+  // view's version, so EventSource's own reconnection resumes them all.
+  function connect() {
+    const q = new URLSearchParams();
+    for (const v of views) q.append("view", v.info.name);
+    if (token) q.set("access_token", token);
+    const es = new EventSource("v1/events?" + q);
+    const byName = new Map(views.map((v) => [v.info.name, v]));
     const set = (s) => {
-      v.state = s;
-      v.els.conn.dataset.state = s;
-      v.els.connText.textContent = s;
+      for (const v of views) {
+        v.state = s;
+        v.els.conn.dataset.state = s;
+        v.els.connText.textContent = s;
+      }
       setConn();
     };
     es.onopen = () => set("live");
@@ -179,23 +185,25 @@
       if (es.readyState === EventSource.CLOSED) {
         // Refused (401, 403, 503): EventSource gives up; so do we, briefly.
         set("offline");
-        setTimeout(() => connect(v), 3000);
+        setTimeout(connect, 3000);
       } else {
         set("connecting");
       }
     };
     es.addEventListener("snapshot", (ev) => {
       const s = JSON.parse(ev.data);
+      const v = byName.get(s.view);
+      if (!v) return;
       v.version = s.version;
       v.updatedMs = s.updated_ms;
       v.lost = s.lost || "";
       v.measures = s.measures || {};
-      set("live");
       render(v, true);
     });
     es.addEventListener("delta", (ev) => {
       const d = JSON.parse(ev.data);
-      if (d.version <= v.version) return;
+      const v = byName.get(d.view);
+      if (!v || d.version <= v.version) return;
       for (const [m, groups] of Object.entries(d.deltas)) {
         const cur = (v.measures[m] ||= {});
         for (const [g, delta] of Object.entries(groups)) {
@@ -211,6 +219,12 @@
 
   function tickAge(v) {
     v.els.age.textContent = "last change " + ago(v.updatedMs);
+    // The lines run up to now, not to the last change.
+    const now = Date.now();
+    for (const m of v.info.measures) {
+      const series = v.series[m.name];
+      if (series.length) spark(v.els[m.name], series.concat([[now, series[series.length - 1][1]]]));
+    }
   }
 
   function render(v, all, changed) {
@@ -244,7 +258,8 @@
     for (const [, y] of series) { lo = Math.min(lo, y); hi = Math.max(hi, y); }
     if (hi === lo) { hi += 1; lo -= 1; }
     const pts = series.map(([t, y]) => [((t - t0) / (t1 - t0)) * 100, 28 - ((y - lo) / (hi - lo)) * 26]);
-    const d = pts.map(([x, y], i) => (i ? "L" : "M") + x.toFixed(2) + " " + y.toFixed(2)).join(" ");
+    // Steps, not slopes: a total holds its value until the next change.
+    const d = pts.map(([x, y], i) => (i ? "H" + x.toFixed(2) + " V" : "M" + x.toFixed(2) + " ") + y.toFixed(2)).join(" ");
     e.line.setAttribute("d", d);
     e.area.setAttribute("d", d + " L" + pts[pts.length - 1][0].toFixed(2) + " 30 L" + pts[0][0].toFixed(2) + " 30 Z");
   }
