@@ -59,7 +59,7 @@ func (s *syncBuffer) String() string {
 type gw struct {
 	t      *testing.T
 	url    string
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 	log    *syncBuffer
 	srv    *gateway.Server
@@ -76,9 +76,15 @@ func startGateway(t *testing.T, s config.Serve) *gw {
 
 func startGatewayWith(t *testing.T, s config.Serve, writeTimeout time.Duration) *gw {
 	t.Helper()
-	g := &gw{t: t, log: &syncBuffer{}}
-	g.rdb = redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
-	t.Cleanup(func() { g.rdb.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	return startGatewayOn(t, s, writeTimeout, rdb)
+}
+
+// startGatewayOn runs a gateway on rdb, a client of a server or a cluster.
+func startGatewayOn(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient) *gw {
+	t.Helper()
+	g := &gw{t: t, log: &syncBuffer{}, rdb: rdb}
 	g.prefix = fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +122,7 @@ redis.call('HSET', KEYS[1], 'updated_ms', ARGV[3])
 local n = redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
 if n == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 if ARGV[5] == '1' then
-  redis.call('PUBLISH', KEYS[3], cjson.encode({view = ARGV[4], version = v, deltas = {n = {[ARGV[1]] = ARGV[2]}}, ts_ms = tonumber(ARGV[3])}))
+  redis.call(ARGV[6], KEYS[3], cjson.encode({view = ARGV[4], version = v, deltas = {n = {[ARGV[1]] = ARGV[2]}}, ts_ms = tonumber(ARGV[3])}))
 end
 return v
 `)
@@ -130,7 +136,7 @@ func (g *gw) apply(view, group string, delta int, publishIt bool) int64 {
 		pub = "1"
 	}
 	v, err := applyScript.Run(context.Background(), g.rdb, []string{k.Meta(), k.Measure("n"), k.Channel()},
-		group, delta, time.Now().UnixMilli(), view, pub).Int64()
+		group, delta, time.Now().UnixMilli(), view, pub, publishCommand(g.rdb)).Int64()
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -346,4 +352,13 @@ func (s *stream) catchUp(st *state, v int64) {
 	if st.version != v {
 		s.t.Fatalf("caught up to version %d, want %d", st.version, v)
 	}
+}
+
+// publishCommand is what the daemon publishes with on rdb: SPUBLISH on a
+// cluster, PUBLISH otherwise.
+func publishCommand(rdb redis.UniversalClient) string {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return "SPUBLISH"
+	}
+	return "PUBLISH"
 }

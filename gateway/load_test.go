@@ -154,7 +154,7 @@ views:
 func (g *gw) applyB(b *testing.B, view, group string, delta int) {
 	k := publish.KeysFor(g.prefix, view)
 	err := applyScript.Run(context.Background(), g.rdb, []string{k.Meta(), k.Measure("n"), k.Channel()},
-		group, delta, time.Now().UnixMilli(), view, "1").Err()
+		group, delta, time.Now().UnixMilli(), view, "1", "PUBLISH").Err()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/redis/go-redis/v9"
 	"io"
 	"net"
 	"net/http"
@@ -281,5 +282,37 @@ func TestMultiplexedStreamKeepsEachViewInOrderAndResumes(t *testing.T) {
 		if snap := g.snapshot(v); !sts[v].equals(snap) {
 			t.Errorf("view %s: state %v at %d; the view holds %v at %d", v, sts[v].n, sts[v].version, snap.Measures["n"], snap.Version)
 		}
+	}
+}
+
+// On a Redis Cluster the daemon publishes with SPUBLISH, which only a
+// sharded subscription on the view's node receives; views live on
+// different nodes.
+func TestClusterStreamsThroughShardedSubscriptions(t *testing.T) {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+	t.Cleanup(func() { rdb.Close() })
+	g := startGatewayOn(t, defaultServe(), 0, rdb)
+	s := g.openPath("/v1/events?view=a&view=b", nil)
+	seen := map[string]int64{}
+	for range 2 {
+		e := s.next()
+		if e.Event != "snapshot" {
+			t.Fatalf("first events: %s %s", e.Event, e.ID)
+		}
+	}
+	for range 5 {
+		g.apply("a", "x", 1, true)
+		g.apply("b", "y", 1, true)
+	}
+	for seen["a"] < 5 || seen["b"] < 5 {
+		e := s.next()
+		var m deltaMsg
+		if err := json.Unmarshal([]byte(e.Data), &m); err != nil || e.Event != "delta" {
+			t.Fatalf("event %s %q: %v", e.Event, e.Data, err)
+		}
+		if m.Version != seen[m.View]+1 {
+			t.Fatalf("view %s: version %d after %d", m.View, m.Version, seen[m.View])
+		}
+		seen[m.View] = m.Version
 	}
 }
