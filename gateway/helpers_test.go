@@ -84,8 +84,18 @@ func startGatewayWith(t *testing.T, s config.Serve, writeTimeout time.Duration) 
 // startGatewayOn runs a gateway on rdb, a client of a server or a cluster.
 func startGatewayOn(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient) *gw {
 	t.Helper()
-	g := &gw{t: t, log: &syncBuffer{}, rdb: rdb}
-	g.prefix = fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1))
+	return startGatewayFull(t, s, writeTimeout, rdb, fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1)))
+}
+
+// startGatewayOnPrefix runs a gateway on rdb under prefix.
+func startGatewayOnPrefix(t *testing.T, s config.Serve, rdb redis.UniversalClient, prefix string) *gw {
+	t.Helper()
+	return startGatewayFull(t, s, 0, rdb, prefix)
+}
+
+func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient, prefix string) *gw {
+	t.Helper()
+	g := &gw{t: t, log: &syncBuffer{}, rdb: rdb, prefix: prefix}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
