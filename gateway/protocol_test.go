@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/redis/go-redis/v9"
@@ -314,5 +315,33 @@ func TestClusterStreamsThroughShardedSubscriptions(t *testing.T) {
 			t.Fatalf("view %s: version %d after %d", m.View, m.Version, seen[m.View])
 		}
 		seen[m.View] = m.Version
+	}
+}
+
+// A Redis crash and restart (with its data) cuts the gateway's
+// subscription; the gateway subscribes again and its clients' state
+// converges to the view's, through deltas or a fresh snapshot, without
+// reconnecting.
+func TestStreamHealsAfterRedisRestart(t *testing.T) {
+	rs := testenv.NewRedis(t, testenv.AppendOnly())
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	g := startGatewayOn(t, defaultServe(), 0, rdb)
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 1)
+	rs.Stop()
+	rs.Start()
+	var v int64
+	testenv.WaitFor(t, 30*time.Second, "Redis to answer again", func() bool { return rdb.Ping(context.Background()).Err() == nil })
+	for range 3 {
+		v = g.apply("a", "y", 1, true)
+	}
+	for st.version < v {
+		st.apply(t, s.next())
+	}
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatalf("state %v at %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
 	}
 }
