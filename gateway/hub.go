@@ -401,15 +401,15 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 	h.mu.Unlock()
 	for range 5 {
 		h.mu.Lock()
-		s := h.snap
-		if s != nil {
-			if s.version >= h.last {
-				register([]*event{s}, s.version)
+		snap := h.snap
+		if snap != nil {
+			if snap.version >= h.last {
+				register([]*event{snap}, snap.version)
 				h.mu.Unlock()
 				return c, nil
 			}
-			if evs, ok := h.since(s.version); ok && len(evs) < h.buffer {
-				register(append([]*event{s}, evs...), h.last)
+			if evs, ok := h.since(snap.version); ok && len(evs) < h.buffer {
+				register(append([]*event{snap}, evs...), h.last)
 				h.mu.Unlock()
 				return c, nil
 			}
@@ -418,7 +418,7 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 
 		h.fetchMu.Lock()
 		h.mu.Lock()
-		fresh := h.snap != s // another client read one meanwhile: try it first
+		fresh := h.snap != snap // another client read one meanwhile: try it first
 		h.mu.Unlock()
 		if !fresh {
 			e, err := h.read(ctx)
