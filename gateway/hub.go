@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -169,6 +170,7 @@ type viewHub struct {
 	last    int64    // newest version delivered
 	ring    []*event // deltas up to last, contiguous versions, oldest first
 	snap    *event   // newest snapshot read
+	lost    string   // the lost mark of the hub's last snapshot
 	clients map[*client]struct{}
 }
 
@@ -235,14 +237,23 @@ func (h *viewHub) session(ctx context.Context) error {
 			// lost last message shows as no gap until the next one. So the
 			// version in Redis is checked too: one still ahead of the
 			// deliveries a whole interval later was lost.
-			v, err := h.client.HGet(ctx, h.keys.Meta(), "version").Int64()
-			if err != nil && !errors.Is(err, redis.Nil) {
+			// A view marked lost publishes nothing, so the mark is looked
+			// for here as well.
+			meta, err := h.client.HMGet(ctx, h.keys.Meta(), "version", "lost").Result()
+			if err != nil {
 				return fmt.Errorf("read version of view %s: %w", h.view.Name, err)
 			}
+			vs, _ := meta[0].(string)
+			v, _ := strconv.ParseInt(vs, 10, 64)
+			lost, _ := meta[1].(string)
 			h.mu.Lock()
-			last := h.last
+			last, wasLost := h.last, h.lost
 			h.mu.Unlock()
 			switch {
+			case lost != "" && wasLost == "":
+				if err := h.resync(ctx, "view lost"); err != nil {
+					return err
+				}
 			case v < last:
 				if err := h.resync(ctx, "version went back"); err != nil {
 					return err
@@ -299,13 +310,16 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 // resync reads a snapshot and sends it to every client that is behind it
 // (or to all, when Redis went back to an older version).
 func (h *viewHub) resync(ctx context.Context, why string) error {
-	e, err := h.read(ctx)
+	e, lost, err := h.read(ctx)
 	if err != nil {
 		return err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	back := h.synced && e.version < h.last
+	// A lost mark comes without a new version: everyone gets the snapshot
+	// that carries it.
+	back := (h.synced && e.version < h.last) || (lost != "" && h.lost == "")
+	h.lost = lost
 	h.log.Info("view snapshot", "why", why, "version", e.version, "clients", len(h.clients))
 	h.synced, h.last, h.ring, h.snap = true, e.version, h.ring[:0], e
 	for c := range h.clients {
@@ -316,16 +330,16 @@ func (h *viewHub) resync(ctx context.Context, why string) error {
 	return nil
 }
 
-func (h *viewHub) read(ctx context.Context) (*event, error) {
+func (h *viewHub) read(ctx context.Context) (*event, string, error) {
 	s, err := h.store.Snapshot(ctx, h.view)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return newEvent("snapshot", h.view.Name, s.Version, b), nil
+	return newEvent("snapshot", h.view.Name, s.Version, b), s.Lost, nil
 }
 
 // keep appends a delta to the ring, trimming it to history in bulk.
@@ -421,7 +435,7 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 		fresh := h.snap != snap // another client read one meanwhile: try it first
 		h.mu.Unlock()
 		if !fresh {
-			e, err := h.read(ctx)
+			e, _, err := h.read(ctx)
 			if err != nil {
 				h.fetchMu.Unlock()
 				return nil, err

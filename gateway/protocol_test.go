@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/publish"
 )
 
 func TestSnapshotThenDeltasInVersionOrder(t *testing.T) {
@@ -343,5 +344,26 @@ func TestStreamHealsAfterRedisRestart(t *testing.T) {
 	}
 	if snap := g.snapshot("a"); !st.equals(snap) {
 		t.Fatalf("state %v at %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
+	}
+}
+
+// A view marked lost gets no new version and no message; the gateway still
+// tells its clients, with a snapshot that carries the mark.
+func TestLostMarkReachesClients(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 1)
+	if err := g.rdb.HSet(context.Background(), publish.KeysFor(g.prefix, "a").Meta(), "lost", "test: data lost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e := s.expect("snapshot", 1)
+	var snap publish.Snapshot
+	if err := json.Unmarshal([]byte(e.Data), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Lost != "test: data lost" {
+		t.Fatalf("snapshot after the mark: lost %q", snap.Lost)
 	}
 }

@@ -159,6 +159,7 @@
       v.series[m.name] = [];
     }
     sec.append(grid);
+    v.els.grid = grid;
     $("#views").append(sec);
     return v;
   }
@@ -229,8 +230,10 @@
 
   function render(v, all, changed) {
     v.els.version.textContent = "version " + v.version.toLocaleString("en");
+    // A lost view's counters are incomplete: show none of them.
     v.els.lost.hidden = !v.lost;
     v.els.lost.textContent = v.lost ? "This view is unavailable: its counters are incomplete (" + v.lost + ")." : "";
+    v.els.grid.hidden = !!v.lost;
     tickAge(v);
     const now = Date.now();
     for (const m of v.info.measures) {
