@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -78,5 +79,22 @@ func TestGatewayRunsAsReadOnlyACLUser(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReadmeShowsTheGatewayACL keeps the README's line equal to gateway.ACL,
+// which the test above checks against Redis.
+func TestReadmeShowsTheGatewayACL(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := "ACL SETUSER dashboard on >PASSWORD " + strings.Join(gateway.ACL("tally", false), " ") + "\n"
+	if !strings.Contains(string(b), line) {
+		t.Errorf("README lacks the line\n%s", line)
+	}
+	cluster := gateway.ACL("tally", true)
+	if !strings.Contains(strings.Join(strings.Fields(string(b)), " "), "`"+strings.Join(cluster[len(cluster)-4:], " ")+"`") {
+		t.Errorf("README lacks the cluster rules %q", cluster[len(cluster)-4:])
 	}
 }
