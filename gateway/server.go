@@ -94,7 +94,14 @@ func New(o Options) *Server {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /", http.FileServerFS(webRoot()))
+	static := http.FileServerFS(webRoot())
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		// The page loads nothing from elsewhere, so it may load nothing
+		// from elsewhere.
+		w.Header().Set("Content-Security-Policy", "default-src 'self'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		static.ServeHTTP(w, r)
+	})
 	s.handler = cors(o.Serve.CORSOrigins, mux)
 	return s
 }
