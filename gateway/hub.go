@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally/aggregate"
@@ -32,6 +33,7 @@ type HubOptions struct {
 	History int           // deltas kept per view for clients that resume
 	Check   time.Duration // how often a view's version in Redis is compared with the last delta's
 	Log     *slog.Logger
+	metrics *metrics
 }
 
 // NewHub returns a hub for the views; Run starts its subscriptions.
@@ -44,6 +46,10 @@ func NewHub(o HubOptions) *Hub {
 			buffer: o.Buffer, history: o.History, check: o.Check,
 			log:     o.Log.With("view", v.Name),
 			clients: map[*client]struct{}{},
+			metrics: o.metrics,
+			deltas:  o.metrics.events.WithLabelValues(v.Name, "delta"),
+			snaps:   o.metrics.events.WithLabelValues(v.Name, "snapshot"),
+			drops:   o.metrics.dropped.WithLabelValues(v.Name),
 		}
 		h.views[v.Name] = vh
 		h.order = append(h.order, vh)
@@ -159,6 +165,9 @@ type viewHub struct {
 	history int
 	check   time.Duration
 	log     *slog.Logger
+	metrics *metrics
+	// Counters resolved once: the fan-out counts every event it queues.
+	deltas, snaps, drops prometheus.Counter
 
 	// fetchMu lets one joining client read a snapshot at a time; the others
 	// then find it cached, so a thousand reconnecting browsers cost Redis
@@ -251,15 +260,15 @@ func (h *viewHub) session(ctx context.Context) error {
 			h.mu.Unlock()
 			switch {
 			case lost != "" && wasLost == "":
-				if err := h.resync(ctx, "view lost"); err != nil {
+				if err := h.resync(ctx, "view_lost"); err != nil {
 					return err
 				}
 			case v < last:
-				if err := h.resync(ctx, "version went back"); err != nil {
+				if err := h.resync(ctx, "version_back"); err != nil {
 					return err
 				}
 			case ahead > last:
-				if err := h.resync(ctx, "a message was lost"); err != nil {
+				if err := h.resync(ctx, "lost_message"); err != nil {
 					return err
 				}
 			}
@@ -303,13 +312,17 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 		return nil
 	default:
 		h.mu.Unlock()
-		return h.resync(ctx, fmt.Sprintf("gap: version %d after %d", m.Version, last))
+		h.log.Info("gap in versions", "version", m.Version, "after", last)
+		return h.resync(ctx, "gap")
 	}
 }
 
 // resync reads a snapshot and sends it to every client that is behind it
 // (or to all, when Redis went back to an older version).
+// why is a metric label: subscribed, gap, lost_message, version_back or
+// view_lost.
 func (h *viewHub) resync(ctx context.Context, why string) error {
+	h.metrics.snapshots.WithLabelValues(h.view.Name, why).Inc()
 	e, lost, err := h.read(ctx)
 	if err != nil {
 		return err
@@ -371,8 +384,17 @@ func (h *viewHub) send(c *client, e *event) {
 	select {
 	case c.sink.ch <- e:
 		c.have = e.version
+		h.count(e)
 	default:
 		h.drop(c)
+	}
+}
+
+func (h *viewHub) count(e *event) {
+	if e.kind == "delta" {
+		h.deltas.Inc()
+	} else {
+		h.snaps.Inc()
 	}
 }
 
@@ -381,6 +403,7 @@ func (h *viewHub) send(c *client, e *event) {
 func (h *viewHub) drop(c *client) {
 	delete(h.clients, c)
 	c.sink.drop()
+	h.drops.Inc()
 }
 
 // errBusy means the view changed faster than snapshots could be read for a
@@ -396,8 +419,10 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 		for _, e := range evs {
 			select {
 			case s.ch <- e:
+				h.count(e)
 			default:
 				s.drop()
+				h.drops.Inc()
 				return
 			}
 		}
@@ -435,6 +460,7 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 		fresh := h.snap != snap // another client read one meanwhile: try it first
 		h.mu.Unlock()
 		if !fresh {
+			h.metrics.snapshots.WithLabelValues(h.view.Name, "join").Inc()
 			e, _, err := h.read(ctx)
 			if err != nil {
 				h.fetchMu.Unlock()

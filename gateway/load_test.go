@@ -48,6 +48,7 @@ func benchSSE(b *testing.B, clients int, interval time.Duration) {
 source: {table: unused}
 redis: {addr: %s, prefix: %s}
 log: {level: warn}
+metrics: {addr: ""}
 serve: {addr: %s, public: true}
 views:
   - {name: a, group_by: [g], measures: {n: count}}

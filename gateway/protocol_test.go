@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -370,5 +371,29 @@ func TestLostMarkReachesClients(t *testing.T) {
 	}
 	if snap.Lost != "test: data lost" {
 		t.Fatalf("snapshot after the mark: lost %q", snap.Lost)
+	}
+}
+
+// The gateway's metrics count clients, snapshots by reason and refusals.
+func TestMetricsCountClientsSnapshotsAndRefusals(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 0)
+	g.apply("a", "x", 1, false) // lost: the next message shows a gap
+	g.apply("a", "x", 1, true)
+	st.apply(t, s.expect("snapshot", 2))
+	rec := httptest.NewRecorder()
+	g.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text := rec.Body.String()
+	for _, want := range []string{
+		`streamtally_gateway_clients{view="a"} 1`,
+		`streamtally_gateway_clients{view="b"} 0`,
+		`streamtally_gateway_snapshots_total{reason="gap",view="a"} 1`,
+		`streamtally_gateway_events_total{kind="snapshot",view="a"} 2`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -43,6 +43,7 @@ type Server struct {
 	views   map[string]*aggregate.View
 	infos   []viewInfo
 	handler http.Handler
+	metrics *metrics
 }
 
 type viewInfo struct {
@@ -63,16 +64,20 @@ func New(o Options) *Server {
 		o.WriteTimeout = 10 * time.Second
 	}
 	views := aggregate.NewViews(o.Views)
+	m := newMetrics()
 	s := &Server{
-		opts:  o,
-		auth:  NewAuth(o.Serve),
-		store: publish.NewRedis(o.Client, o.Prefix, nil),
-		views: map[string]*aggregate.View{},
+		metrics: m,
+		opts:    o,
+		auth:    NewAuth(o.Serve),
+		store:   publish.NewRedis(o.Client, o.Prefix, nil),
+		views:   map[string]*aggregate.View{},
 		hub: NewHub(HubOptions{
 			Client: o.Client, Prefix: o.Prefix, Views: views,
 			Buffer: o.Serve.ClientBuffer, History: o.Serve.History, Check: o.Serve.Heartbeat, Log: o.Log,
+			metrics: m,
 		}),
 	}
+	m.watch(s.hub)
 	for i, v := range views {
 		s.views[v.Name] = v
 		info := viewInfo{Name: v.Name, GroupBy: o.Views[i].GroupBy}
@@ -169,6 +174,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, view string) 
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, code int, msg, who string) {
 	s.opts.Log.Info("request refused", "path", r.URL.Path, "status", code, "why", msg, "who", who, "remote", r.RemoteAddr)
+	s.metrics.refused.WithLabelValues(strconv.Itoa(code)).Inc()
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 

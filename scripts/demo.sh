@@ -8,7 +8,7 @@
 #
 # Environment: DEMO_OPS (default 2000), DEMO_RATE writes/s (default 200),
 # STREAMTALLY_DDB_PORT (8000), STREAMTALLY_REDIS_PORT (6379),
-# STREAMTALLY_SERVE_PORT (8080), DEMO_KEEP (1 keeps the dashboard up at the
+# STREAMTALLY_SERVE_PORT (8080), STREAMTALLY_SERVE_METRICS_PORT (9091), DEMO_KEEP (1 keeps the dashboard up at the
 # end until Ctrl-C; default when the demo runs in a terminal).
 set -euo pipefail
 
@@ -53,7 +53,9 @@ pids+=($daemon)
 say "starting the live dashboard: streamtally serve (log: $run/serve.log)"
 # The demo's dashboard is open to anyone who reaches the port, which is
 # bound to loopback; a real deployment sets serve.tokens instead.
+# Its metrics go next to the daemon's (metrics.addr, 9090 by default).
 STREAMTALLY_SERVE_ADDR="127.0.0.1:$serve_port" STREAMTALLY_SERVE_PUBLIC=true \
+  STREAMTALLY_METRICS_ADDR="127.0.0.1:${STREAMTALLY_SERVE_METRICS_PORT:-9091}" \
   bin/streamtally serve --config streamtally.yaml >"$run/serve.log" 2>&1 &
 gateway=$!
 pids+=($gateway)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/gateway"
+	"github.com/streamtally/streamtally/metrics"
 )
 
 // cmdServe runs the dashboard gateway. It reads Redis only, so it scales
@@ -42,6 +44,28 @@ func cmdServe(ctx context.Context, args []string, stdout io.Writer) error {
 	srv := gateway.New(gateway.Options{
 		Serve: cfg.Serve, Client: rdb, Prefix: cfg.Redis.Prefix, Views: cfg.Views, Log: log,
 	})
+	// Metrics on their own port, like the daemon's, so that scrapes need
+	// no token and tenants do not see them.
+	if cfg.Metrics.Addr != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics.addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		mux.Handle("GET /healthz", srv.Handler())
+		mux.Handle("GET /readyz", srv.Handler())
+		mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		served := make(chan error, 1)
+		go func() { served <- metrics.Serve(mctx, mln, mux, log) }()
+		defer func() {
+			stop()
+			if err := <-served; err != nil {
+				log.Warn("metrics endpoint failed", "err", err)
+			}
+		}()
+	}
 	auth := "tokens"
 	if cfg.Serve.Public {
 		auth = "public"
