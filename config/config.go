@@ -26,6 +26,7 @@ type Config struct {
 	Log        Log        `mapstructure:"log"`
 	Metrics    Metrics    `mapstructure:"metrics"`
 	DLQ        DLQ        `mapstructure:"dlq"`
+	Serve      Serve      `mapstructure:"serve"`
 	Views      []View     `mapstructure:"views"`
 }
 
@@ -202,6 +203,13 @@ var defaults = map[string]any{
 	"log.level":                 "info",
 	"metrics.addr":              ":9090",
 	"dlq.max_len":               10000,
+	"serve.addr":                ":8080",
+	"serve.public":              false,
+	"serve.hmac_secret":         "",
+	"serve.cors_origins":        "",
+	"serve.heartbeat":           "15s",
+	"serve.client_buffer":       256,
+	"serve.history":             1024,
 }
 
 // Keys returns every scalar configuration key, sorted; for documentation
@@ -358,7 +366,7 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.Serve.validate(seen)
 }
 
 func (v *View) validate(at string, seen map[string]bool) error {
@@ -449,6 +457,17 @@ func oneLine(err error) string {
 func (c Config) Redacted() Config {
 	if c.Redis.Password != "" {
 		c.Redis.Password = "REDACTED"
+	}
+	if c.Serve.HMACSecret != "" {
+		c.Serve.HMACSecret = "REDACTED"
+	}
+	if len(c.Serve.Tokens) > 0 {
+		tokens := make([]Token, len(c.Serve.Tokens))
+		for i, t := range c.Serve.Tokens {
+			t.Token = "REDACTED"
+			tokens[i] = t
+		}
+		c.Serve.Tokens = tokens
 	}
 	return c
 }

@@ -224,7 +224,11 @@ func TestKeysListEveryScalarField(t *testing.T) {
 			continue // views: a list, not scalar keys
 		}
 		for j := 0; j < sec.Type.NumField(); j++ {
-			want = append(want, sec.Tag.Get("mapstructure")+"."+sec.Type.Field(j).Tag.Get("mapstructure"))
+			f := sec.Type.Field(j)
+			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+				continue // serve.tokens: a list of entries, file only like views
+			}
+			want = append(want, sec.Tag.Get("mapstructure")+"."+f.Tag.Get("mapstructure"))
 		}
 	}
 	slices.Sort(want)

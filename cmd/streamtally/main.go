@@ -31,6 +31,9 @@ commands:
   dlq       --config FILE [--view NAME] [--limit N] [--json]
                                        list the dead letters, newest first (default limit 50)
   healthcheck [--addr HOST:PORT]       exit 0 if the daemon's /readyz answers 200 (default 127.0.0.1:9090)
+  serve     --config FILE              the live dashboard and its API over Server-Sent Events (serve.addr)
+  token     --config FILE --views A,B [--ttl 24h] [--sub NAME]
+                                       print a signed token for serve.hmac_secret
 `
 
 // Exit codes: 1 for a runtime failure, 2 for something the user must fix
@@ -67,6 +70,10 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:], stdout)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stdout)
+	case "token":
+		err = cmdToken(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

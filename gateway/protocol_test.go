@@ -1,0 +1,399 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/redis/go-redis/v9"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/publish"
+)
+
+func TestSnapshotThenDeltasInVersionOrder(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	for i := range 3 {
+		g.apply("a", fmt.Sprintf("g%d", i%2), 1, true)
+	}
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 3)
+	if st.n["g0"] != 2 || st.n["g1"] != 1 {
+		t.Fatalf("snapshot state %v", st.n)
+	}
+	for i := range 40 {
+		d := 1
+		if i%5 == 4 {
+			d = -1
+		}
+		g.apply("a", fmt.Sprintf("g%d", i%3), d, true)
+		g.apply("b", "other", 1, true) // another view's messages never reach this stream
+	}
+	for v := int64(4); v <= 43; v++ {
+		st.apply(t, s.expect("delta", v))
+	}
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatalf("snapshot plus deltas %v at version %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
+	}
+}
+
+func TestGapIsHealedWithSnapshot(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 1)
+	g.apply("a", "x", 1, true)
+	st.apply(t, s.expect("delta", 2))
+	g.apply("a", "y", 1, false) // version 3: its message is lost
+	g.apply("a", "x", 1, true)  // version 4 shows the gap
+	st.apply(t, s.expect("snapshot", 4))
+	g.apply("a", "y", -1, true)
+	st.apply(t, s.expect("delta", 5))
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatalf("state %v at %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
+	}
+}
+
+// A lost last message leaves no later version to show the gap; the
+// gateway's check of the version in Redis finds it.
+func TestLostLastMessageIsHealedWithSnapshot(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	s := g.open("a", nil)
+	var st state
+	st.apply(t, s.expect("snapshot", 0))
+	g.apply("a", "x", 1, true)
+	st.apply(t, s.expect("delta", 1))
+	g.apply("a", "x", 1, false)
+	st.apply(t, s.expect("snapshot", 2))
+	if st.n["x"] != 2 {
+		t.Fatalf("state %v", st.n)
+	}
+}
+
+func TestResumeWithLastEventID(t *testing.T) {
+	serve := defaultServe()
+	serve.History = 8 // the ring keeps 8 to 16 deltas
+	g := startGateway(t, serve)
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	s.catchUp(&state{}, 1)
+	for v := int64(2); v <= 4; v++ {
+		g.apply("a", "x", 1, true)
+		s.expect("delta", v)
+	}
+	s.close()
+	applyAndWait := func(k int) int64 {
+		var v int64
+		for range k {
+			v = g.apply("a", "y", 1, true)
+		}
+		// A client that reads up to v shows the gateway has it.
+		w := g.open("a", nil)
+		for w.next().version(t) < v {
+		}
+		w.close()
+		return v
+	}
+	first := func(lastID string, k int) []string {
+		t.Helper()
+		r := g.open("a", http.Header{"Last-Event-ID": {lastID}})
+		defer r.close()
+		var got []string
+		for range k {
+			e := r.next()
+			got = append(got, e.Event+":"+e.ID)
+		}
+		return got
+	}
+
+	applyAndWait(3) // 5, 6, 7
+	if got := first("4", 3); strings.Join(got, " ") != "delta:5 delta:6 delta:7" {
+		t.Errorf("resume after 4: got %v, want the deltas 5, 6, 7", got)
+	}
+
+	upToDate := g.open("a", http.Header{"Last-Event-ID": {"7"}})
+	g.apply("a", "x", 1, true)
+	upToDate.expect("delta", 8)
+	upToDate.close()
+
+	v := applyAndWait(20) // 9..28: version 1 has left the ring
+	want := "snapshot:" + strconv.FormatInt(v, 10)
+	if got := first("1", 1); strings.Join(got, " ") != want {
+		t.Errorf("resume after 1, older than the history: got %v, want %s", got, want)
+	}
+	if got := first("99", 1); strings.Join(got, " ") != want {
+		t.Errorf("resume after 99, ahead of the view: got %v, want %s", got, want)
+	}
+}
+
+// A client that reads nothing fills its queue and is dropped; the others
+// get every delta in order, and the dropped one resumes where it stopped.
+func TestSlowClientIsDroppedWithoutSlowingOthers(t *testing.T) {
+	serve := defaultServe()
+	serve.ClientBuffer = 64
+	serve.History = 4096
+	serve.Heartbeat = time.Hour // no heartbeats between the deltas
+	g := startGateway(t, serve)
+	fast := g.open("a", nil)
+	var st state
+	st.apply(t, fast.expect("snapshot", 0))
+
+	// The slow client: a raw connection that sends its request and reads
+	// nothing, so the kernel's buffers fill and the gateway's writes block.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A small fixed receive buffer, so that what fills the path does not
+	// depend on the machine's TCP autotuning limits.
+	if err := conn.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET /v1/views/a/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	testenv.WaitFor(t, 20*time.Second, "the slow client to join", func() bool { return g.srv.Hub().Clients() == 2 })
+
+	// 64 KB group names make each delta large, so that a few hundred of
+	// them exceed what the socket buffers and the queue hold. Rounds of 16
+	// keep the fast client within its queue of 64 however slowly this
+	// machine runs it.
+	const n, round = 640, 16
+	for v := int64(1); v <= n; {
+		for range round {
+			g.apply("a", fmt.Sprintf("%05d%s", v, strings.Repeat("x", 64<<10)), 1, true)
+			v++
+		}
+		for w := v - round; w < v; w++ {
+			st.apply(t, fast.expect("delta", w))
+		}
+	}
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatal("the fast client's state differs from the view")
+	}
+	testenv.WaitFor(t, 20*time.Second, "the slow client to be dropped", func() bool { return g.srv.Hub().Clients() == 1 })
+
+	// What the slow client got is a prefix of the versions, cut off; it
+	// resumes from its last complete event.
+	raw, err := io.ReadAll(conn)
+	if err != nil && !isReset(err) {
+		t.Fatal(err)
+	}
+	last := int64(-1)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			v, _ := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
+			if last >= 0 && v != last+1 {
+				t.Fatalf("slow client got version %d after %d", v, last)
+			}
+			last = v
+		}
+	}
+	if last < 0 || last >= n {
+		t.Fatalf("slow client's last version %d; want a cut-off before %d", last, n)
+	}
+	// It gets the deltas it missed, or a snapshot when they are more than
+	// its queue holds.
+	resumed := g.open("a", http.Header{"Last-Event-ID": {strconv.FormatInt(last, 10)}})
+	if n-last < int64(serve.ClientBuffer) {
+		resumed.expect("delta", last+1)
+	} else {
+		resumed.expect("snapshot", n)
+	}
+}
+
+func isReset(err error) bool {
+	return strings.Contains(err.Error(), "connection reset")
+}
+
+// A stream idle for longer than the write timeout still delivers the next
+// event, even one larger than the response buffer: the timeout bounds each
+// write, not the life of the stream.
+func TestIdleStreamOutlivesWriteTimeout(t *testing.T) {
+	serve := defaultServe()
+	serve.Heartbeat = time.Hour
+	g := startGatewayWith(t, serve, 100*time.Millisecond)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 0)
+	time.Sleep(500 * time.Millisecond) // idle: five write timeouts
+	g.apply("a", strings.Repeat("big", 10000), 1, true)
+	st.apply(t, s.expect("delta", 1))
+}
+
+// One connection carries several views: per view, a snapshot and then its
+// deltas in order; each id lists every view's version, and resuming with it
+// gets each view's missed deltas.
+func TestMultiplexedStreamKeepsEachViewInOrderAndResumes(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	s := g.openPath("/v1/events?view=a&view=b", nil)
+	sts := map[string]*state{"a": {}, "b": {}}
+	viewOf := func(e sseEvent) string {
+		var m struct{ View string }
+		if err := json.Unmarshal([]byte(e.Data), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.View
+	}
+	// apply checks the event against its view's state; the id is the
+	// composite, so state.apply's id check gets the view's own version.
+	apply := func(e sseEvent) string {
+		v := viewOf(e)
+		var ver struct{ Version int64 }
+		json.Unmarshal([]byte(e.Data), &ver)
+		own := e
+		own.ID = strconv.FormatInt(ver.Version, 10)
+		sts[v].apply(t, own)
+		return e.ID
+	}
+	apply(s.next())
+	apply(s.next())
+	for i := range 10 {
+		g.apply("a", fmt.Sprintf("g%d", i%3), 1, true)
+		g.apply("b", "z", 1, true)
+	}
+	var lastID string
+	for sts["a"].version < 10 || sts["b"].version < 10 {
+		lastID = apply(s.next())
+	}
+	if lastID != "a:10,b:10" {
+		t.Fatalf("last id %q, want a:10,b:10", lastID)
+	}
+	s.close()
+	g.apply("a", "g0", 1, true)
+	g.apply("b", "z", 1, true)
+	w := g.open("b", nil) // wait until the gateway has b's version 11
+	for w.next().version(t) < 11 {
+	}
+	w.close()
+	r := g.openPath("/v1/events?view=a&view=b", http.Header{"Last-Event-ID": {lastID}})
+	var got []string
+	for range 2 {
+		e := r.next()
+		got = append(got, e.Event+":"+viewOf(e))
+		apply(e)
+	}
+	slices.Sort(got)
+	if strings.Join(got, " ") != "delta:a delta:b" {
+		t.Fatalf("resumed with %v, want one delta of each view", got)
+	}
+	for _, v := range []string{"a", "b"} {
+		if snap := g.snapshot(v); !sts[v].equals(snap) {
+			t.Errorf("view %s: state %v at %d; the view holds %v at %d", v, sts[v].n, sts[v].version, snap.Measures["n"], snap.Version)
+		}
+	}
+}
+
+// On a Redis Cluster the daemon publishes with SPUBLISH, which only a
+// sharded subscription on the view's node receives; views live on
+// different nodes.
+func TestClusterStreamsThroughShardedSubscriptions(t *testing.T) {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+	t.Cleanup(func() { rdb.Close() })
+	g := startGatewayOn(t, defaultServe(), 0, rdb)
+	s := g.openPath("/v1/events?view=a&view=b", nil)
+	seen := map[string]int64{}
+	for range 2 {
+		e := s.next()
+		if e.Event != "snapshot" {
+			t.Fatalf("first events: %s %s", e.Event, e.ID)
+		}
+	}
+	for range 5 {
+		g.apply("a", "x", 1, true)
+		g.apply("b", "y", 1, true)
+	}
+	for seen["a"] < 5 || seen["b"] < 5 {
+		e := s.next()
+		var m deltaMsg
+		if err := json.Unmarshal([]byte(e.Data), &m); err != nil || e.Event != "delta" {
+			t.Fatalf("event %s %q: %v", e.Event, e.Data, err)
+		}
+		if m.Version != seen[m.View]+1 {
+			t.Fatalf("view %s: version %d after %d", m.View, m.Version, seen[m.View])
+		}
+		seen[m.View] = m.Version
+	}
+}
+
+// A Redis crash and restart (with its data) cuts the gateway's
+// subscription; the gateway subscribes again and its clients' state
+// converges to the view's, through deltas or a fresh snapshot, without
+// reconnecting.
+func TestStreamHealsAfterRedisRestart(t *testing.T) {
+	rs := testenv.NewRedis(t, testenv.AppendOnly())
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	g := startGatewayOn(t, defaultServe(), 0, rdb)
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 1)
+	rs.Stop()
+	rs.Start()
+	var v int64
+	testenv.WaitFor(t, 30*time.Second, "Redis to answer again", func() bool { return rdb.Ping(context.Background()).Err() == nil })
+	for range 3 {
+		v = g.apply("a", "y", 1, true)
+	}
+	for st.version < v {
+		st.apply(t, s.next())
+	}
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatalf("state %v at %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
+	}
+}
+
+// A view marked lost gets no new version and no message; the gateway still
+// tells its clients, with a snapshot that carries the mark.
+func TestLostMarkReachesClients(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	g.apply("a", "x", 1, true)
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 1)
+	if err := g.rdb.HSet(context.Background(), publish.KeysFor(g.prefix, "a").Meta(), "lost", "test: data lost").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e := s.expect("snapshot", 1)
+	var snap publish.Snapshot
+	if err := json.Unmarshal([]byte(e.Data), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Lost != "test: data lost" {
+		t.Fatalf("snapshot after the mark: lost %q", snap.Lost)
+	}
+}
+
+// The gateway's metrics count clients, snapshots by reason and refusals.
+func TestMetricsCountClientsSnapshotsAndRefusals(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 0)
+	g.apply("a", "x", 1, false) // lost: the next message shows a gap
+	g.apply("a", "x", 1, true)
+	st.apply(t, s.expect("snapshot", 2))
+	rec := httptest.NewRecorder()
+	g.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text := rec.Body.String()
+	for _, want := range []string{
+		`streamtally_gateway_clients{view="a"} 1`,
+		`streamtally_gateway_clients{view="b"} 0`,
+		`streamtally_gateway_snapshots_total{reason="gap",view="a"} 1`,
+		`streamtally_gateway_events_total{kind="snapshot",view="a"} 2`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
