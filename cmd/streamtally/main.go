@@ -30,6 +30,15 @@ commands:
   dlq       --config FILE [--view NAME] [--limit N] [--json]
                                        list the dead letters, newest first (default limit 50)
   healthcheck [--addr HOST:PORT]       exit 0 if the daemon's /readyz answers 200 (default 127.0.0.1:9090)
+  backfill  --config FILE [--view NAME] [recount flags]
+                                       count the views from the table and hand them over to the stream
+  rebuild   --config FILE --view NAME [recount flags]
+                                       recount one view into fresh keys and swap it in atomically
+  verify    --config FILE [--view NAME] [recount flags]
+                                       compare the views with the table; exit 1 on any difference
+
+recount flags: --segments N (4) --rate ITEMS_PER_S (0: no limit) --page-size N (500)
+               --settle DURATION (2s) --hold DURATION (30s)
 `
 
 // Exit codes: 1 for a runtime failure, 2 for something the user must fix
@@ -66,6 +75,12 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDLQ(ctx, args[1:], stdout)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:], stdout)
+	case "backfill":
+		err = cmdBackfill(ctx, args[1:], stdout)
+	case "rebuild":
+		err = cmdRebuild(ctx, args[1:], stdout)
+	case "verify":
+		err = cmdVerify(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
