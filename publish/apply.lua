@@ -85,15 +85,12 @@ end
 local meta, items = KEYS[1], KEYS[2]
 -- A rebuild holds the view ('<token>:<deadline ms>') while it catches up
 -- and swaps: the caller retries the batch, so fences and checkpoints stay
--- where the rebuild read them. A hold past its deadline is ignored, so a
+-- where the rebuild read them. A hold past its deadline (by the caller's
+-- clock, ARGV[4], so that the daemon needs no TIME) is ignored, so a
 -- rebuild that died blocks nothing for long.
 local hold = redis.call('HGET', meta, 'hold')
-if hold then
-  local deadline = tonumber(string.match(hold, ':(%d+)$') or '0')
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < deadline then
-    return {3, hold}
-  end
+if hold and tonumber(ARGV[4]) < tonumber(string.match(hold, ':(%d+)$') or '0') then
+  return {3, hold}
 end
 local lost = redis.call('HGET', meta, 'lost')
 if lost then
