@@ -149,6 +149,11 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 	if err != nil {
 		return nil, err
 	}
+	// Learn the shards born since the tail last looked: a daemon may have
+	// applied records of one before the hold.
+	if _, err := c.tail.round(ctx, time.Time{}); err != nil {
+		return nil, err
+	}
 	// Final fences: what the daemons applied or checkpointed, and never
 	// before the cut, which the state already covers.
 	target := map[string]string{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/streamtally/streamtally/aggregate"
 )
@@ -67,6 +68,10 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 		if len(res.Drift) > 0 {
 			out = append(out, res)
 			continue
+		}
+		// Shards born since the tail last looked may be applied already.
+		if _, err := c.tail.round(ctx, time.Time{}); err != nil {
+			return out, err
 		}
 		target := map[string]string{}
 		for id, sh := range c.tail.shards {
