@@ -151,6 +151,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 	}
 	// Learn the shards born since the tail last looked: a daemon may have
 	// applied records of one before the hold.
+	c.tail.listed = time.Time{}
 	if _, err := c.tail.round(ctx, time.Time{}); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ type tail struct {
 	poll   time.Duration
 	shards map[string]*tailShard
 	read   int64
+	listed time.Time // when the shards were last listed
 }
 
 type tailShard struct {
@@ -65,16 +66,8 @@ func (t *tail) order() []*tailShard {
 // read that started at or after since, read to its tip. A zero since
 // never reports true.
 func (t *tail) round(ctx context.Context, since time.Time) (bool, error) {
-	list, err := consumer.ListShards(ctx, t.src.Streams, t.src.ARN)
-	if err != nil {
+	if err := t.listShards(ctx); err != nil {
 		return false, err
-	}
-	for _, sh := range list {
-		if t.cut.ended[sh.ID] || t.shards[sh.ID] != nil {
-			continue
-		}
-		// A shard born after the cut holds only records after it.
-		t.shards[sh.ID] = &tailShard{id: sh.ID, parent: sh.Parent, from: t.cut.from[sh.ID]}
 	}
 	all := true
 	for _, s := range t.order() {
@@ -91,6 +84,9 @@ func (t *tail) round(ctx context.Context, since time.Time) (bool, error) {
 			return false, err
 		}
 		if s.ended {
+			// Its children may be readable now.
+			t.listed = time.Time{}
+			all = false
 			continue
 		}
 		if since.IsZero() || s.caughtAt.IsZero() || s.caughtAt.Before(since) {
@@ -98,6 +94,30 @@ func (t *tail) round(ctx context.Context, since time.Time) (bool, error) {
 		}
 	}
 	return all, nil
+}
+
+// listEvery is how often the tail looks for new shards while none of its
+// shards ends: DescribeStream is rate-limited per account.
+const listEvery = 5 * time.Second
+
+// listShards adds the shards born since the last listing.
+func (t *tail) listShards(ctx context.Context) error {
+	if !t.listed.IsZero() && time.Since(t.listed) < listEvery {
+		return nil
+	}
+	list, err := consumer.ListShards(ctx, t.src.Streams, t.src.ARN)
+	if err != nil {
+		return err
+	}
+	t.listed = time.Now()
+	for _, sh := range list {
+		if t.cut.ended[sh.ID] || t.shards[sh.ID] != nil {
+			continue
+		}
+		// A shard born after the cut holds only records after it.
+		t.shards[sh.ID] = &tailShard{id: sh.ID, parent: sh.Parent, from: t.cut.from[sh.ID]}
+	}
+	return nil
 }
 
 // readShard reads pages of s until one is short of a full page, noting
@@ -241,6 +261,11 @@ func (t *tail) first(keys []string) (map[string]*streamtally.Record, error) {
 	for _, s := range t.order() {
 		for i := range s.recs {
 			r := &s.recs[i]
+			if r.Event != streamtally.Insert && r.Event != streamtally.Modify && r.Event != streamtally.Remove {
+				// The fold counts nothing for a record it cannot read, so
+				// it does not stand between the cut and the scan either.
+				continue
+			}
 			img := r.Keys
 			if len(img) == 0 {
 				img = r.New

@@ -70,6 +70,7 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 			continue
 		}
 		// Shards born since the tail last looked may be applied already.
+		c.tail.listed = time.Time{}
 		if _, err := c.tail.round(ctx, time.Time{}); err != nil {
 			return out, err
 		}
