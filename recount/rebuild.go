@@ -37,8 +37,9 @@ type counted struct {
 	items  int64
 }
 
-// count runs the scan and reads the stream past its end, and computes
-// every view's state at the cut. makeCut chooses the cut.
+// count reads the cut (verify's or a rebuild's), runs the scan while
+// reading the stream to past its end, and computes every view's state at
+// the cut.
 func (s *Source) count(ctx context.Context, views []*aggregate.View, o Options, verify bool) (*counted, error) {
 	for _, v := range views {
 		if err := Recountable(v); err != nil {

@@ -57,8 +57,10 @@ type Options struct {
 	Poll     time.Duration // wait after an empty read of a shard
 }
 
-// DefaultOptions are the command's defaults.
-var DefaultOptions = Options{Segments: 4, PageSize: 500, Settle: 2 * time.Second, Hold: 30 * time.Second, Poll: 200 * time.Millisecond}
+// DefaultOptions returns the command's defaults.
+func DefaultOptions() Options {
+	return Options{Segments: 4, PageSize: 500, Settle: 2 * time.Second, Hold: 30 * time.Second, Poll: 200 * time.Millisecond}
+}
 
 // Validate checks the options once, for the command line.
 func (o Options) Validate() error {

@@ -25,7 +25,7 @@ type recountFlags struct {
 }
 
 func (f *recountFlags) register(fs *flag.FlagSet) {
-	f.opts = recount.DefaultOptions
+	f.opts = recount.DefaultOptions()
 	fs.StringVar(&f.view, "view", "", "only this view")
 	fs.IntVar(&f.opts.Segments, "segments", f.opts.Segments, "parallel scan segments")
 	fs.Float64Var(&f.opts.Rate, "rate", f.opts.Rate, "items read per second over all segments; 0 = no limit")

@@ -3,6 +3,9 @@
 //
 //	streamtally run --config streamtally.yaml
 //	streamtally snapshot --config streamtally.yaml --view by_platform
+//	streamtally backfill --config streamtally.yaml [--view by_platform]
+//	streamtally verify --config streamtally.yaml [--view by_platform]
+//	streamtally rebuild --config streamtally.yaml --view by_platform
 package main
 
 import (
