@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,5 +364,38 @@ func TestBackfillMakesALostViewWholeAndTheDaemonResumes(t *testing.T) {
 	e.mustRun("verify")
 	if len(logLines(d.logText(), "view is whole again")) == 0 {
 		t.Errorf("the daemon did not log that the views are whole again")
+	}
+}
+
+// Bad flags of the recount commands are one line and exit 2, before
+// anything is read.
+func TestRecountCommandsRejectBadFlags(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(cfg, []byte("source:\n  table: T\n"+viewsYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rebuild", "--config", cfg}, "rebuild: --view is required"},
+		{[]string{"backfill", "--config", cfg, "--view", "nope"}, `backfill: --view "nope" is not a view of the configuration`},
+		{[]string{"verify", "--config", cfg, "--segments", "0"}, "verify: --segments must be between 1 and 1000000"},
+		{[]string{"backfill", "--config", cfg, "--rate", "-1"}, "backfill: --rate must not be negative"},
+		{[]string{"backfill", "--config", cfg, "--page-size", "0"}, "backfill: --page-size must be at least 1"},
+		{[]string{"rebuild", "--config", cfg, "--view", "by_platform", "--hold", "10ms"}, "rebuild: --hold must be at least 1s"},
+		{[]string{"verify", "--config", cfg, "--bogus"}, "verify: flag provided but not defined: -bogus"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := runCLI(context.Background(), c.args, &out, &errOut)
+			if code != exitConfig {
+				t.Errorf("exit %d, want %d", code, exitConfig)
+			}
+			if got := errOut.String(); got != "streamtally: "+c.want+"\n" {
+				t.Errorf("stderr = %q, want the one line %q", got, c.want)
+			}
+		})
 	}
 }
