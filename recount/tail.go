@@ -160,8 +160,16 @@ func (t *tail) readShard(ctx context.Context, s *tailShard) error {
 		case errors.As(err, &expired):
 			s.iter = nil
 			continue
+		case errors.As(err, &trimmed) && maxSeq(s.from, s.last) == "" && attempt < 5:
+			// Reading from the trim horizon, nothing can be lost before
+			// the first record read: DynamoDB Local answers this to a
+			// TRIM_HORIZON iterator of a young stream now and then.
+			attempt++
+			s.iter = nil
+			sleep(ctx, time.Duration(attempt)*200*time.Millisecond)
+			continue
 		case errors.As(err, &trimmed):
-			return fmt.Errorf("shard %s: records after the cut were trimmed from the stream before they were read; run again", s.id)
+			return fmt.Errorf("shard %s: records after %q were trimmed from the stream before they were read; run again", s.id, maxSeq(s.from, s.last))
 		case err != nil:
 			if attempt++; attempt > 5 || ctx.Err() != nil {
 				return fmt.Errorf("get records of shard %s: %w", s.id, err)

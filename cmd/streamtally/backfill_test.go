@@ -210,7 +210,12 @@ func (e *env) churn(n int, seed uint64) (stop func() int64) {
 // and returns its exit code, stdout and stderr.
 func (e *env) streamtally(args ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := exec.Command(binary, append(args[:1:1], append([]string{"--config", e.config("tool", "")}, args[1:]...)...)...)
+	return e.streamtallyWith(e.config("tool", ""), args...)
+}
+
+func (e *env) streamtallyWith(cfg string, args ...string) (int, string, string) {
+	e.t.Helper()
+	cmd := exec.Command(binary, append(args[:1:1], append([]string{"--config", cfg}, args[1:]...)...)...)
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -225,7 +230,12 @@ func (e *env) streamtally(args ...string) (int, string, string) {
 
 func (e *env) mustRun(args ...string) string {
 	e.t.Helper()
-	code, out, errOut := e.streamtally(args...)
+	return e.mustRunWith(e.config("tool", ""), args...)
+}
+
+func (e *env) mustRunWith(cfg string, args ...string) string {
+	e.t.Helper()
+	code, out, errOut := e.streamtallyWith(cfg, args...)
 	if code != 0 {
 		e.t.Fatalf("streamtally %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, tail(errOut, 3000))
 	}
@@ -397,5 +407,68 @@ func TestRecountCommandsRejectBadFlags(t *testing.T) {
 				t.Errorf("stderr = %q, want the one line %q", got, c.want)
 			}
 		})
+	}
+}
+
+// addedView is a view a running deployment adds to its configuration.
+const addedView = `  - name: by_amount
+    group_by: [amount]
+    measures:
+      donations: count
+`
+
+// configWithAddedView writes worker's configuration with addedView.
+func (e *env) configWithAddedView(worker string) string {
+	e.t.Helper()
+	p := e.config(worker, "")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p = strings.TrimSuffix(p, ".yaml") + "-added.yaml"
+	if err := os.WriteFile(p, append(b, addedView...), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// A view added to the configuration of a running deployment: the daemons
+// rolled out with it mark it lost (the stream was read before it existed),
+// and backfill --view seeds it while writes go on.
+func TestBackfillSeedsAViewAddedToARunningDeployment(t *testing.T) {
+	const n = 2000
+	e := newRecountEnv(t)
+	e.createTableWithoutStream()
+	e.preload(n)
+	e.enableStream()
+	d := e.start("w1")
+	stop := e.churn(n, 5)
+	e.mustRun("backfill")
+	if code, _ := d.stop(); code != 0 {
+		t.Fatalf("daemon exit %d", code)
+	}
+
+	cfg := e.configWithAddedView("w1")
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.views = aggregate.NewViews(c.Views)
+	e.store = publish.NewRedis(e.rdb, e.prefix, e.views)
+	d = e.startWith("w1", cfg)
+	meta := publish.KeysFor(e.prefix, "by_amount").Meta()
+	waitFor(t, 60*time.Second, "the added view marked lost", func() bool {
+		why, err := e.rdb.HGet(context.Background(), meta, "lost").Result()
+		return err == nil && strings.Contains(why, "run streamtally backfill")
+	})
+	e.mustRunWith(cfg, "backfill", "--view", "by_amount")
+	stop()
+	e.waitExact(60 * time.Second)
+	out := e.mustRunWith(cfg, "verify")
+	if !strings.Contains(out, "view by_amount: equals the table") {
+		t.Errorf("verify does not vouch for the added view:\n%s", out)
+	}
+	if len(logLines(d.logText(), "view is whole again")) == 0 {
+		t.Errorf("the daemon did not log that the added view is whole")
 	}
 }
