@@ -67,13 +67,23 @@ func (s *Source) count(ctx context.Context, views []*aggregate.View, o Options, 
 	scanEnd := make(chan time.Time, 1)
 	tctx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
+	sctx, stopScan := context.WithCancel(ctx)
+	defer stopScan()
 	followed := make(chan error, 1)
-	go func() { followed <- tl.follow(tctx, scanEnd, o.Settle) }()
+	go func() {
+		err := tl.follow(tctx, scanEnd, o.Settle)
+		if err != nil {
+			stopScan() // the count cannot be completed: stop reading the table
+		}
+		followed <- err
+	}()
 
-	items, err := s.scanTable(ctx, keys, o, sc.add)
+	items, err := s.scanTable(sctx, keys, o, sc.add)
 	if err != nil {
 		stopTail()
-		<-followed
+		if terr := <-followed; terr != nil && ctx.Err() == nil && !errors.Is(terr, context.Canceled) {
+			return nil, fmt.Errorf("read the stream after the cut: %w", terr)
+		}
 		return nil, err
 	}
 	scanEnd <- time.Now()
