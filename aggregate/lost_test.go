@@ -2,6 +2,8 @@ package aggregate
 
 import (
 	"context"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -86,22 +88,40 @@ func TestTallyMarksViewLostWhenStoreForgotAppliedRecords(t *testing.T) {
 			if got := store.lost["lossy"]; got != lost["lossy"] {
 				t.Errorf("the store's mark = %q, want the reason %q", got, lost["lossy"])
 			}
-			if got := store.fences["s1"]["lossy"]; got == "5" {
-				t.Errorf("the batch was applied to the lost view")
+			if got := store.totals["lossy"]["Web"]; got != nil && got.Count > 2 {
+				t.Errorf("the batch was applied to the lost view: Web holds %d items", got.Count)
 			}
+			held := fmtTotals(store.totals["lossy"])
 
-			// Later batches leave the lost view alone.
-			n := len(store.applies())
+			// Later batches are still sent for the lost view (so that a
+			// rebuild can bring it back), and the store refuses them.
 			if err := tally.HandleBatch(ctx, "s1", "5", numbered("s1", 6, insert(item("e", "Web", "1")))); err != nil {
 				t.Fatal(err)
 			}
-			for _, d := range store.applies()[n:] {
-				if d.View.Name == "lossy" {
-					t.Errorf("applied to lossy after it was found lost")
-				}
+			if got := fmtTotals(store.totals["lossy"]); got != held {
+				t.Errorf("lossy changed after it was found lost: %s, was %s", got, held)
 			}
 			if got := tally.Stats().Skipped.Load(); got == 0 {
 				t.Errorf("Stats.Skipped = 0, want the skipped records counted")
+			}
+			if got := store.fences["s1"]["lossy"]; got != "6" {
+				t.Errorf("lossy's fence = %q, want 6: a lost view's fence follows the stream", got)
+			}
+
+			// A rebuild swaps in the view as of record 7, and clears lost:
+			// the daemon applies it again from there, not from its cache.
+			store.rebuilt("lossy", "s1", "7", map[string]*GroupDelta{"Web": {Count: 3, Sums: []Decimal{MustDecimal("8")}}})
+			if err := tally.HandleBatch(ctx, "s1", "6", numbered("s1", 7, insert(item("f", "Web", "1")), insert(item("g", "Phone", "2")))); err != nil {
+				t.Fatal(err)
+			}
+			if got := tally.Lost(); len(got) != 0 {
+				t.Errorf("Lost() = %v after the rebuild, want none", got)
+			}
+			if got, want := fmtTotals(store.totals["lossy"]), "Phone=1/2 Web=3/8"; got != want {
+				t.Errorf("lossy after the rebuild = %s, want %s: only record 8 on top of the rebuild", got, want)
+			}
+			if got := store.fences["s1"]["lossy"]; got != "8" {
+				t.Errorf("lossy's fence = %q, want 8", got)
 			}
 		})
 	}
@@ -123,4 +143,23 @@ func TestTallyMovesFenceForBatchWithoutGroups(t *testing.T) {
 	if ds := store.applies(); len(ds) != 1 || len(ds[0].Groups) != 0 {
 		t.Errorf("applies = %v, want one without groups", ds)
 	}
+}
+
+func fmtTotals(t map[string]*GroupDelta) string {
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k + "=" + strconv.FormatInt(t[k].Count, 10))
+		for _, s := range t[k].Sums {
+			b.WriteString("/" + s.String())
+		}
+	}
+	return b.String()
 }

@@ -20,8 +20,10 @@ type Store interface {
 	Fences(ctx context.Context, shard string) (map[string]Fence, error)
 	// Apply applies d atomically, provided the view's fence for d.Shard is
 	// still d.After; otherwise it changes nothing and returns a
-	// *FenceMovedError, or a *ViewLostError if the view is marked lost.
-	// A delta without groups only moves the fence.
+	// *FenceMovedError, a *ViewLostError if the view is marked lost
+	// (the store then still moves a fence that is behind d.Through), or a
+	// *ViewHeldError while a rebuild holds the view. A delta without groups
+	// only moves the fence.
 	Apply(ctx context.Context, d *Delta) error
 	// MarkLost records in the store that a view's data is incomplete, so
 	// that its readers and every other process learn it too.
@@ -43,6 +45,18 @@ type ViewLostError struct {
 
 func (e *ViewLostError) Error() string {
 	return fmt.Sprintf("view %s is lost: %s", e.View, e.Reason)
+}
+
+// ViewHeldError means a rebuild of the view is catching up and swapping
+// in its recount: the batch fails and is retried, so that nothing is
+// checkpointed past the fences the rebuild read. The hold is short, and a
+// store ignores one past its deadline.
+type ViewHeldError struct {
+	View string
+}
+
+func (e *ViewHeldError) Error() string {
+	return fmt.Sprintf("view %s is held by a rebuild; retrying", e.View)
 }
 
 // FenceMovedError means another reader of the shard (an earlier owner of its
@@ -129,11 +143,10 @@ func (t *Tally) HandleBatch(ctx context.Context, shard, after string, recs []str
 		return err
 	}
 	t.stats.Records.Add(int64(len(recs)))
+	// A lost view is folded and sent to the store like the others: the
+	// store refuses it cheaply while it is lost, and takes it again, from
+	// the fences the rebuild wrote, once a rebuild made it whole.
 	for _, v := range t.views {
-		if t.isLost(v.Name) {
-			t.stats.Skipped.Add(int64(len(recs)))
-			continue
-		}
 		if err := t.applyView(ctx, v, shard, recs, fences); err != nil {
 			return err
 		}
@@ -166,6 +179,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 		case err == nil:
 			t.stats.Applied.Add(1)
 			t.setFence(shard, v.Name, d.Through)
+			t.noteWhole(v.Name)
 			return nil
 		case errors.As(err, &moved) && behind(moved.Current, d.After):
 			// Fences only move forward. One that moved back means the
@@ -183,6 +197,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			t.setFence(shard, v.Name, moved.Current)
 			reject = nil
 		case errors.As(err, &lost):
+			t.stats.Skipped.Add(int64(d.Records))
 			t.noteLost(lost.View, lost.Reason)
 			return nil
 		default:
@@ -217,11 +232,16 @@ func (t *Tally) noteLost(view, reason string) {
 	}
 }
 
-func (t *Tally) isLost(view string) bool {
+// noteWhole forgets that view was lost: the store took a delta for it, so
+// a rebuild has swapped in a recount and cleared the mark.
+func (t *Tally) noteWhole(view string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	_, ok := t.lost[view]
-	return ok
+	_, known := t.lost[view]
+	delete(t.lost, view)
+	t.mu.Unlock()
+	if known {
+		t.log.Info("view is whole again: a rebuild replaced its counters; applying it from the rebuild's fences", "view", view)
+	}
 }
 
 func (t *Tally) reject(r Rejection) {
@@ -264,7 +284,7 @@ func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[strin
 			t.noteLost(v.Name, h.Lost)
 		case !h.Held && after != "":
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
-				"Redis holds nothing of the view, but shard %s was read through %s: Redis lost its data, or the view was added after the stream was read", shard, after))
+				"Redis holds nothing of the view, but shard %s was read through %s: a new view, or Redis lost its data; run streamtally backfill", shard, after))
 		case behind(h.Seq, after):
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
 				"shard %s was read through %s but Redis holds it only through %q: Redis lost writes", shard, after, h.Seq))

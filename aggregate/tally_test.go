@@ -101,6 +101,10 @@ func (s *memStore) applyLocked(d *Delta) error {
 		s.fences[d.Shard] = f
 	}
 	if why, ok := s.lost[d.View.Name]; ok {
+		// As the apply script: the counters stay, the fence follows.
+		if behind(f[d.View.Name], d.Through) {
+			f[d.View.Name] = d.Through
+		}
 		return &ViewLostError{View: d.View.Name, Reason: why}
 	}
 	if cur := f[d.View.Name]; cur != d.After {
@@ -138,6 +142,20 @@ func (s *memStore) otherWorker(v *View, shard string, recs []streamtally.Record)
 	if err := s.applyLocked(v.Fold(shard, after, recs, nil)); err != nil {
 		panic(err)
 	}
+}
+
+// rebuilt stands for a rebuild's swap: view holds totals, its fence for
+// shard is fence, and it is no longer lost.
+func (s *memStore) rebuilt(view, shard, fence string, totals map[string]*GroupDelta) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.lost, view)
+	s.held[view] = true
+	s.totals[view] = totals
+	if s.fences[shard] == nil {
+		s.fences[shard] = map[string]string{}
+	}
+	s.fences[shard][view] = fence
 }
 
 func (s *memStore) applies() []*Delta {

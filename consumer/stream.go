@@ -133,3 +133,15 @@ func backoff(ctx context.Context, n int, jitter func(int64) int64) error {
 		return nil
 	}
 }
+
+// ListShards returns every shard of the stream arn, sorted by shard ID,
+// which puts every parent before its children.
+func ListShards(ctx context.Context, s Streams, arn string) ([]Shard, error) {
+	return listShards(ctx, s, arn)
+}
+
+// ToRecords converts one shard's SDK records to the fold's input, as the
+// Worker hands them to its Handler.
+func ToRecords(shard string, in []types.Record) []streamtally.Record {
+	return toRecords(shard, in)
+}

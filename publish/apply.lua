@@ -21,7 +21,7 @@
 --
 -- Returns {1, version} when applied (version 0: the delta had no groups and
 -- only moved the fence), {0, current fence} when the fence moved, {2, reason}
--- when the view is marked lost.
+-- when the view is marked lost, {3, hold} while a rebuild holds the view.
 
 -- Sums are exact decimals kept as strings: Lua numbers are doubles, and
 -- HINCRBYFLOAT is a long double, so neither may touch them.
@@ -83,9 +83,34 @@ local function dec_add(a, b)
   return r
 end
 
+-- seq_less compares stream sequence numbers, decimal strings of varying
+-- width, as numbers.
+local function seq_less(a, b)
+  a = string.gsub(a, '^0+', '')
+  b = string.gsub(b, '^0+', '')
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
 local meta, items = KEYS[1], KEYS[2]
+-- A rebuild holds the view ('<token>:<deadline ms>') while it catches up
+-- and swaps: the caller retries the batch, so fences and checkpoints stay
+-- where the rebuild read them. A hold past its deadline (by the caller's
+-- clock, ARGV[4], so that the daemon needs no TIME) is ignored, so a
+-- rebuild that died blocks nothing for long.
+local hold = redis.call('HGET', meta, 'hold')
+if hold and tonumber(ARGV[4]) < tonumber(string.match(hold, ':(%d+)$') or '0') then
+  return {3, hold}
+end
 local lost = redis.call('HGET', meta, 'lost')
 if lost then
+  -- The counters are not touched, but the fence still follows the stream,
+  -- so that it never trails a checkpoint and a rebuild's hold freezes every
+  -- position the rebuild must reach.
+  local cur = redis.call('HGET', meta, ARGV[1]) or ''
+  if seq_less(cur, ARGV[3]) then
+    redis.call('HSET', meta, ARGV[1], ARGV[3])
+  end
   return {2, lost}
 end
 local cur = redis.call('HGET', meta, ARGV[1]) or ''

@@ -59,8 +59,17 @@ func TestApplyRefusesLostViewAndChangesNothing(t *testing.T) {
 	if got := f.version(v.Name); got != "1" {
 		t.Errorf("version = %s, want 1", got)
 	}
-	if got := f.meta(v.Name)["fence:A"]; got != "9" {
-		t.Errorf("fence = %q, want 9", got)
+	// The counters stay, but the fence follows the stream, so that it
+	// never trails a checkpoint and a rebuild's hold freezes it.
+	if got := f.meta(v.Name)["fence:A"]; got != "12" {
+		t.Errorf("fence = %q, want 12", got)
+	}
+	// A replay of older records never moves it back.
+	if err := f.store.Apply(ctx, mkDelta(v, "A", "", "10", map[string]gd{"Web": {1, []string{"1"}}})); !errors.As(err, &lost) {
+		t.Fatalf("Apply to a lost view: %v, want a ViewLostError", err)
+	}
+	if got := f.meta(v.Name)["fence:A"]; got != "12" {
+		t.Errorf("fence after a replay = %q, want 12", got)
 	}
 	if after := f.state(v); after["amount"]["Web"] != before["amount"]["Web"] {
 		t.Errorf("amount changed from %v to %v", before, after)

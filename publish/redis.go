@@ -171,6 +171,8 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 		return nil
 	case 2:
 		return &aggregate.ViewLostError{View: d.View.Name, Reason: text}
+	case 3:
+		return &aggregate.ViewHeldError{View: d.View.Name}
 	}
 	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: text}
 }

@@ -331,6 +331,7 @@ type deltaMsg struct {
 	View    string                       `json:"view"`
 	Version int64                        `json:"version"`
 	Deltas  map[string]map[string]string `json:"deltas"`
+	Reset   bool                         `json:"reset"` // take a fresh snapshot: a rebuild swapped the view
 	TsMS    int64                        `json:"ts_ms"`
 	// Buckets replaces Deltas for a bucketed view: bucket -> measure ->
 	// group -> delta.

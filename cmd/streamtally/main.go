@@ -3,6 +3,9 @@
 //
 //	streamtally run --config streamtally.yaml
 //	streamtally snapshot --config streamtally.yaml --view by_platform
+//	streamtally backfill --config streamtally.yaml [--view by_platform]
+//	streamtally verify --config streamtally.yaml [--view by_platform]
+//	streamtally rebuild --config streamtally.yaml --view by_platform
 package main
 
 import (
@@ -34,6 +37,15 @@ commands:
   serve     --config FILE              the live dashboard and its API over Server-Sent Events (serve.addr)
   token     --config FILE --views A,B [--ttl 24h] [--sub NAME]
                                        print a signed token for serve.hmac_secret
+  backfill  --config FILE [--view NAME] [recount flags]
+                                       count the views from the table and hand them over to the stream
+  rebuild   --config FILE --view NAME [recount flags]
+                                       recount one view into fresh keys and swap it in atomically
+  verify    --config FILE [--view NAME] [recount flags]
+                                       compare the views with the table; exit 1 on any difference
+
+recount flags: --segments N (4) --rate ITEMS_PER_S (0: no limit) --page-size N (500)
+               --settle DURATION (2s) --hold DURATION (30s)
 `
 
 // Exit codes: 1 for a runtime failure, 2 for something the user must fix
@@ -74,6 +86,12 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdServe(ctx, args[1:], stdout)
 	case "token":
 		err = cmdToken(ctx, args[1:], stdout)
+	case "backfill":
+		err = cmdBackfill(ctx, args[1:], stdout)
+	case "rebuild":
+		err = cmdRebuild(ctx, args[1:], stdout)
+	case "verify":
+		err = cmdVerify(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -131,6 +131,7 @@ type source struct {
 	streams *dynamodbstreams.Client
 	arn     string
 	leaseDB *dynamodb.Client
+	table   *dynamodb.Client // the source table's client
 }
 
 // openSource builds the clients and checks that the table's stream exists
@@ -144,8 +145,8 @@ func openSource(ctx context.Context, cfg *config.Config) (*source, error) {
 		streams: dynamodbstreams.NewFromConfig(c, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint)),
 		leaseDB: dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint)),
 	}
-	table := dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint))
-	if s.arn, err = consumer.ResolveStream(ctx, table, s.streams, cfg.Source.Table, cfg.Source.StreamARN); err != nil {
+	s.table = dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint))
+	if s.arn, err = consumer.ResolveStream(ctx, s.table, s.streams, cfg.Source.Table, cfg.Source.StreamARN); err != nil {
 		var wrong *consumer.StreamError
 		if errors.As(err, &wrong) || ctx.Err() != nil {
 			return nil, err
