@@ -153,7 +153,7 @@ func TestViewListSaysWhichViewsAreBucketed(t *testing.T) {
 	if len(got.Views) != 2 || got.Views[0].Bucket != nil {
 		t.Fatalf("views %s: want a without bucket, then h", b)
 	}
-	if bk := got.Views[1].Bucket; bk == nil || bk.Size != "1h" || bk.SizeS != 3600 || bk.Time != "t" || bk.Retention != "720h0m0s" {
+	if bk := got.Views[1].Bucket; bk == nil || bk.Size != "1h" || bk.SizeS != 3600 || bk.Time != "t" || bk.Retention != "720h" {
 		t.Fatalf("view h: %s", b)
 	}
 }

@@ -59,7 +59,7 @@ type bucketInfo struct {
 	Size      string `json:"size"`   // as configured, e.g. 1h
 	SizeS     int64  `json:"size_s"` // in seconds
 	Time      string `json:"time"`   // the time attribute, or "stream"
-	Retention string `json:"retention"`
+	Retention string `json:"retention"` // as configured, e.g. 30d
 }
 
 type measureInfo struct {
@@ -95,7 +95,7 @@ func New(o Options) *Server {
 			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Func: m.Func, Attr: m.Attr})
 		}
 		if b := o.Views[i].Bucket; b != nil && v.Bucketed() {
-			info.Bucket = &bucketInfo{Size: b.Size, SizeS: int64(v.BucketSize() / time.Second), Time: b.Time, Retention: v.Retention().String()}
+			info.Bucket = &bucketInfo{Size: b.Size, SizeS: int64(v.BucketSize() / time.Second), Time: b.Time, Retention: b.Retention}
 		}
 		s.infos = append(s.infos, info)
 	}
