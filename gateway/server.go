@@ -56,9 +56,9 @@ type viewInfo struct {
 }
 
 type bucketInfo struct {
-	Size      string `json:"size"`   // as configured, e.g. 1h
-	SizeS     int64  `json:"size_s"` // in seconds
-	Time      string `json:"time"`   // the time attribute, or "stream"
+	Size      string `json:"size"`      // as configured, e.g. 1h
+	SizeS     int64  `json:"size_s"`    // in seconds
+	Time      string `json:"time"`      // the time attribute, or "stream"
 	Retention string `json:"retention"` // as configured, e.g. 30d
 }
 
