@@ -87,12 +87,6 @@ func startGatewayOn(t *testing.T, s config.Serve, writeTimeout time.Duration, rd
 	return startGatewayFull(t, s, writeTimeout, rdb, newPrefix(), testViews)
 }
 
-// startGatewayOnPrefix runs a gateway on rdb under prefix.
-func startGatewayOnPrefix(t *testing.T, s config.Serve, rdb redis.UniversalClient, prefix string) *gw {
-	t.Helper()
-	return startGatewayFull(t, s, 0, rdb, prefix, testViews)
-}
-
 func newPrefix() string { return fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1)) }
 
 func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient, prefix string, views []config.View) *gw {
