@@ -265,7 +265,7 @@
     // The lines run up to now, not to the last change.
     const now = Date.now();
     if (v.info.bucket) {
-      if (bucketName(v, now) !== v.current) render(v, true);
+      if (v.from && bucketName(v, now) !== v.current) render(v, true);
       return;
     }
     for (const m of v.info.measures) {
@@ -322,6 +322,12 @@
     v.current = nameOf(cur);
     const starts = [];
     for (let i = BUCKETS - 1; i >= 0; i--) starts.push(cur - i * size);
+    // Buckets that left the chart leave the state, and so do their deltas.
+    const first = nameOf(starts[0]);
+    if (v.from < first) {
+      v.from = first;
+      for (const b of Object.keys(v.buckets)) if (b < first) delete v.buckets[b];
+    }
     for (const m of v.info.measures) {
       const e = v.els[m.name];
       const totals = starts.map((ms) => {
