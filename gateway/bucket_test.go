@@ -193,9 +193,9 @@ func TestBucketedViewAnswersItsSeries(t *testing.T) {
 // bucketState is what a dashboard of a bucketed view holds: a series with
 // the deltas of its buckets applied.
 type bucketState struct {
-	version int64
-	from    string
-	n       map[string]int64 // "bucket/group" -> count
+	version  int64
+	from, to string           // to is "" for an open range
+	n        map[string]int64 // "bucket/group" -> count
 }
 
 func (st *bucketState) apply(t *testing.T, e sseEvent) {
@@ -203,7 +203,7 @@ func (st *bucketState) apply(t *testing.T, e sseEvent) {
 	switch e.Event {
 	case "snapshot":
 		s := seriesOf(t, e)
-		st.version, st.from, st.n = s.Version, s.From, map[string]int64{}
+		st.version, st.from, st.to, st.n = s.Version, s.From, s.To, map[string]int64{}
 		for b, ms := range s.Buckets {
 			for g, v := range ms["n"] {
 				st.n[b+"/"+g], _ = strconv.ParseInt(v, 10, 64)
@@ -223,8 +223,8 @@ func (st *bucketState) apply(t *testing.T, e sseEvent) {
 		}
 		st.version = d.Version
 		for b, ms := range d.Buckets {
-			if b < st.from {
-				continue
+			if b < st.from || (st.to != "" && b >= st.to) {
+				continue // the state does not hold this bucket
 			}
 			for g, v := range ms["n"] {
 				n, _ := strconv.ParseInt(v, 10, 64)
@@ -313,6 +313,9 @@ func TestBucketedStreamSendsSeriesThenBucketDeltas(t *testing.T) {
 		st.apply(t, live.expect("delta", v))
 		stFixed.apply(t, fixed.expect("delta", v))
 		stMux.apply(t, muxNext())
+	}
+	if want := hourName(now.Add(-30*time.Hour)) + "/w=1 " + hourName(now.Add(-30*time.Hour)) + "/z=2"; stFixed.String() != want {
+		t.Fatalf("state of %s: %s, want %s", q, &stFixed, want)
 	}
 	want := hourName(now.Add(-30*time.Hour)) + "/w=1 " + hourName(now.Add(-30*time.Hour)) + "/z=2 " + hourName(now) + "/x=2 " + hourName(now.Add(time.Hour)) + "/x=1"
 	open := &bucketState{}
