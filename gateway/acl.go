@@ -14,6 +14,8 @@ func ACL(prefix string, cluster bool) []string {
 		"+ping",
 		// Snapshots, and the version check that finds lost messages.
 		"+multi", "+exec", "+hmget", "+hgetall", "+hget",
+		// The bucket index of a bucketed view's series.
+		"+zrangebyscore",
 	}
 	if cluster {
 		return append(rules, "+ssubscribe", "+sunsubscribe", "+cluster|slots", "+command")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -56,7 +57,7 @@ func TestGatewayRunsAsReadOnlyACLUser(t *testing.T) {
 			}
 			t.Cleanup(func() { limited.Close() })
 
-			g := startGatewayOnPrefix(t, defaultServe(), limited, prefix)
+			g := startGatewayFull(t, defaultServe(), 0, limited, prefix, bucketViews)
 			g.rdb = admin
 			g.apply("a", "x", 1, true)
 			s := g.open("a", nil)
@@ -66,6 +67,18 @@ func TestGatewayRunsAsReadOnlyACLUser(t *testing.T) {
 			st.apply(t, s.expect("delta", 2))
 			if snap := g.snapshot("a"); !st.equals(snap) {
 				t.Fatalf("state %v; snapshot %v", st.n, snap.Measures["n"])
+			}
+
+			// A bucketed view's series reads the bucket index too.
+			now := time.Now()
+			g.applyAt(now, "x", 1, true)
+			hs := g.open("h", nil)
+			var hst bucketState
+			hst.catchUp(t, hs.next, 1)
+			g.applyAt(now, "y", 1, true)
+			hst.apply(t, hs.expect("delta", 2))
+			if got, want := counts(g.series("")), hst.String(); got != want || got == "" {
+				t.Fatalf("series %q; stream state %q", got, want)
 			}
 
 			k := publish.KeysFor(prefix, "a")

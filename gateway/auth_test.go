@@ -37,7 +37,15 @@ func TestAuthAnswers401And403PerView(t *testing.T) {
 	}
 	expired, _ := gateway.Sign(secret, "tenant-b", []string{"b"}, time.Now().Add(-time.Second))
 	otherKey, _ := gateway.Sign(strings.Repeat("z", 40), "tenant-b", []string{"b"}, time.Now().Add(time.Hour))
-	tampered := signedB[:len(signedB)-2] + "xx"
+	// A changed character inside the signature, where every bit counts
+	// (the last character of unpadded base64 carries unused bits), and
+	// never the character that was there.
+	i := len(signedB) - 5
+	flip := byte('A')
+	if signedB[i] == flip {
+		flip = 'B'
+	}
+	tampered := signedB[:i] + string(flip) + signedB[i+1:]
 	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 
 	cases := []struct {

@@ -100,6 +100,12 @@ var donors = []struct{ platform, country, amount string }{
 
 func putDonation(t *testing.T, ddb *dynamodb.Client, table string, i int) {
 	t.Helper()
+	putDonationAt(t, ddb, table, i, time.Now())
+}
+
+// putDonationAt writes donation i as made at at.
+func putDonationAt(t *testing.T, ddb *dynamodb.Client, table string, i int, at time.Time) {
+	t.Helper()
 	d := donors[i%len(donors)]
 	if i%3 == 0 {
 		d.platform = "Web" // uneven groups make a readable chart
@@ -108,7 +114,7 @@ func putDonation(t *testing.T, ddb *dynamodb.Client, table string, i int) {
 		TableName: aws.String(table),
 		Item: map[string]ddbtypes.AttributeValue{
 			"email":     &ddbtypes.AttributeValueMemberS{Value: fmt.Sprintf("donor%d@example.org", i)},
-			"donatedAt": &ddbtypes.AttributeValueMemberS{Value: time.Now().UTC().Format(time.RFC3339Nano)},
+			"donatedAt": &ddbtypes.AttributeValueMemberS{Value: at.UTC().Format(time.RFC3339Nano)},
 			"platform":  &ddbtypes.AttributeValueMemberS{Value: d.platform},
 			"amount":    &ddbtypes.AttributeValueMemberN{Value: d.amount},
 			"address": &ddbtypes.AttributeValueMemberM{Value: map[string]ddbtypes.AttributeValue{
@@ -161,13 +167,28 @@ views:
   - name: by_country
     group_by: [address.country]
     measures: {donations: count}
+  - name: per_hour
+    group_by: [platform]
+    measures: {donations: count, amount: sum(amount)}
+    bucket: {size: 1h, time: donatedAt, retention: 2d}
 `, table, endpoint, n, redisAddr, n, serveAddr, token)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const before = 40
+	// Most donations are spread over the last day, so that the hourly
+	// view has a shape; a fifth are made now.
+	now := time.Now()
+	thisHour := 0
 	for i := range before {
-		putDonation(t, ddb, table, i)
+		at := now
+		if i%5 != 0 {
+			at = now.Add(-time.Duration((i*7)%23) * time.Hour)
+		}
+		if at.Truncate(time.Hour).Equal(now.Truncate(time.Hour)) {
+			thisHour++
+		}
+		putDonationAt(t, ddb, table, i, at)
 	}
 	startProcess(t, "run", bin, "run", "--config", cfg)
 	startProcess(t, "serve", bin, "serve", "--config", cfg)
@@ -220,8 +241,9 @@ views:
 	if err := chromedp.Do(bctx,
 		chromedp.Navigate(base+"/#token="+token),
 		waitText(total("by_platform", "donations"), fmt.Sprint(before)),
+		waitText(total("per_hour", "donations"), fmt.Sprint(thisHour)),
 	); err != nil {
-		t.Fatalf("the page never showed %d donations: %v", before, err)
+		t.Fatalf("the page never showed %d donations, %d of them this hour: %v", before, thisHour, err)
 	}
 
 	// The number on the page changes when a donation is written.
@@ -229,6 +251,7 @@ views:
 	if err := chromedp.Do(bctx,
 		waitText(total("by_platform", "donations"), fmt.Sprint(before+1)),
 		waitText(total("by_country", "donations"), fmt.Sprint(before+1)),
+		waitText(total("per_hour", "donations"), fmt.Sprint(thisHour+1)),
 		waitText(`document.querySelector('#conn-text')`, "live"),
 	); err != nil {
 		t.Fatalf("the page did not show the new donation: %v", err)
@@ -247,6 +270,7 @@ views:
 	}
 	if err := chromedp.Do(bctx,
 		waitText(total("by_platform", "donations"), fmt.Sprint(after)),
+		waitText(total("per_hour", "donations"), fmt.Sprint(thisHour+after-before)),
 		chromedp.Sleep(time.Second),
 	); err != nil {
 		t.Fatal(err)

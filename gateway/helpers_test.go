@@ -84,16 +84,12 @@ func startGatewayWith(t *testing.T, s config.Serve, writeTimeout time.Duration) 
 // startGatewayOn runs a gateway on rdb, a client of a server or a cluster.
 func startGatewayOn(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient) *gw {
 	t.Helper()
-	return startGatewayFull(t, s, writeTimeout, rdb, fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1)))
+	return startGatewayFull(t, s, writeTimeout, rdb, newPrefix(), testViews)
 }
 
-// startGatewayOnPrefix runs a gateway on rdb under prefix.
-func startGatewayOnPrefix(t *testing.T, s config.Serve, rdb redis.UniversalClient, prefix string) *gw {
-	t.Helper()
-	return startGatewayFull(t, s, 0, rdb, prefix)
-}
+func newPrefix() string { return fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), prefixSeq.Add(1)) }
 
-func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient, prefix string) *gw {
+func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient, prefix string, views []config.View) *gw {
 	t.Helper()
 	g := &gw{t: t, log: &syncBuffer{}, rdb: rdb, prefix: prefix}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -102,7 +98,7 @@ func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, 
 	}
 	g.url = "http://" + ln.Addr().String()
 	g.srv = gateway.New(gateway.Options{
-		Serve: s, Client: g.rdb, Prefix: g.prefix, Views: testViews, WriteTimeout: writeTimeout,
+		Serve: s, Client: g.rdb, Prefix: g.prefix, Views: views, WriteTimeout: writeTimeout,
 		Log: slog.New(slog.NewJSONHandler(g.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

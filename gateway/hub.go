@@ -110,17 +110,22 @@ type client struct {
 	sink *sink
 	have int64 // the version the client's state is at, after the events queued
 	hub  *viewHub
+	// span is the range a client of a bucketed view asked for; nil for
+	// totals and for the live default range, whose snapshot the hub
+	// caches and shares.
+	span *span
 }
 
 // Join subscribes sink to view. With resume >= 0 (its Last-Event-ID)
 // the client gets the deltas after that version if the hub still holds
 // them; otherwise, and without resume, its first event is a snapshot.
-func (h *Hub) Join(ctx context.Context, view string, resume int64, s *sink) (*client, error) {
+// sp is the range of buckets of a bucketed view, nil for the live default.
+func (h *Hub) Join(ctx context.Context, view string, resume int64, sp *span, s *sink) (*client, error) {
 	vh := h.views[view]
 	if vh == nil {
 		return nil, fmt.Errorf("no view %s", view)
 	}
-	return vh.join(ctx, resume, s)
+	return vh.join(ctx, resume, sp, s)
 }
 
 // Leave unsubscribes c; the hub sends it nothing more.
@@ -224,7 +229,7 @@ func (h *viewHub) session(ctx context.Context) error {
 		return fmt.Errorf("subscribe to %s: %w", h.keys.Channel(), err)
 	}
 	msgs := ps.Channel(redis.WithChannelSize(4096))
-	if err := h.resync(ctx, "subscribed"); err != nil {
+	if err := h.resync(ctx, "subscribed", 0); err != nil {
 		return err
 	}
 	tick := time.NewTicker(h.check)
@@ -260,15 +265,15 @@ func (h *viewHub) session(ctx context.Context) error {
 			h.mu.Unlock()
 			switch {
 			case lost != "" && wasLost == "":
-				if err := h.resync(ctx, "view_lost"); err != nil {
+				if err := h.resync(ctx, "view_lost", 0); err != nil {
 					return err
 				}
 			case v < last:
-				if err := h.resync(ctx, "version_back"); err != nil {
+				if err := h.resync(ctx, "version_back", 0); err != nil {
 					return err
 				}
 			case ahead > last:
-				if err := h.resync(ctx, "lost_message"); err != nil {
+				if err := h.resync(ctx, "lost_message", 0); err != nil {
 					return err
 				}
 			}
@@ -283,6 +288,9 @@ func (h *viewHub) session(ctx context.Context) error {
 func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 	var m struct {
 		Version int64 `json:"version"`
+		// A rebuild or backfill swapped the view's counters: there is no
+		// delta to pass on, only a new state to read.
+		Reset bool `json:"reset"`
 	}
 	if err := json.Unmarshal([]byte(payload), &m); err != nil || m.Version <= 0 {
 		h.log.Warn("message without a version ignored", "err", err)
@@ -293,6 +301,10 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 	case m.Version <= last:
 		h.mu.Unlock()
 		return nil // the snapshot holds it already
+	case m.Reset:
+		h.mu.Unlock()
+		h.log.Info("view reset", "version", m.Version, "after", last)
+		return h.resync(ctx, "reset", m.Version)
 	case m.Version == last+1:
 		e := newEvent("delta", h.view.Name, m.Version, []byte(payload))
 		h.keep(e)
@@ -313,46 +325,109 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 	default:
 		h.mu.Unlock()
 		h.log.Info("gap in versions", "version", m.Version, "after", last)
-		return h.resync(ctx, "gap")
+		return h.resync(ctx, "gap", 0)
 	}
 }
 
 // resync reads a snapshot and sends it to every client that is behind it
-// (or to all, when Redis went back to an older version).
-// why is a metric label: subscribed, gap, lost_message, version_back or
-// view_lost.
-func (h *viewHub) resync(ctx context.Context, why string) error {
+// (or to all, when Redis went back to an older version). The ring starts
+// again after it, so that no client resumes with deltas across it: after
+// a reset, one that resumes from before gets a snapshot.
+// why is a metric label: subscribed, gap, lost_message, version_back,
+// view_lost or reset. A reset's snapshot must be at least at version
+// least; Redis answering with an older one fails the session, which
+// subscribes and reads again.
+func (h *viewHub) resync(ctx context.Context, why string, least int64) error {
 	h.metrics.snapshots.WithLabelValues(h.view.Name, why).Inc()
-	e, lost, err := h.read(ctx)
+	e, lost, err := h.read(ctx, nil)
 	if err != nil {
 		return err
 	}
+	if e.version < least {
+		return fmt.Errorf("snapshot of view %s at version %d after a reset to %d", h.view.Name, e.version, least)
+	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	// A lost mark comes without a new version: everyone gets the snapshot
 	// that carries it.
 	back := (h.synced && e.version < h.last) || (lost != "" && h.lost == "")
+	// Clients of a range of their own need a series of that range: one
+	// read per range, however many clients share it.
+	spans := map[string]*span{}
+	for c := range h.clients {
+		if c.span != nil && (back || c.have < e.version) {
+			spans[c.span.key()] = c.span
+		}
+	}
+	h.mu.Unlock()
+	own := make(map[string]*event, len(spans))
+	for k, sp := range spans {
+		if own[k], _, err = h.read(ctx, sp); err != nil {
+			return err
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.lost = lost
-	h.log.Info("view snapshot", "why", why, "version", e.version, "clients", len(h.clients))
+	h.log.Info("view snapshot", "why", why, "version", e.version, "clients", len(h.clients), "ranges", len(own))
 	h.synced, h.last, h.ring, h.snap = true, e.version, h.ring[:0], e
 	for c := range h.clients {
-		if back || c.have < e.version {
-			h.send(c, e)
+		ce := e
+		if c.span != nil {
+			ce = own[c.span.key()]
+		}
+		switch {
+		case !back && c.have >= e.version:
+		case ce == nil:
+			// Joined while the ranges were read, behind this snapshot:
+			// it reconnects and resumes.
+			h.drop(c)
+		default:
+			// A range read later may be newer than e: the client then
+			// skips the deltas up to it, as it has them.
+			h.send(c, ce)
 		}
 	}
 	return nil
 }
 
-func (h *viewHub) read(ctx context.Context) (*event, string, error) {
-	s, err := h.store.Snapshot(ctx, h.view)
+// read reads the view's snapshot: totals, or the series of sp (nil: the
+// live default range).
+func (h *viewHub) read(ctx context.Context, sp *span) (*event, string, error) {
+	var data any
+	var version int64
+	var lost string
+	var from int64
+	if h.view.Bucketed() {
+		if sp == nil {
+			live := liveSpan(h.view, time.Now())
+			sp = &live
+		}
+		s, err := series(ctx, h.store, h.view, *sp)
+		if err != nil {
+			return nil, "", err
+		}
+		data, version, lost, from = s, s.Version, s.Lost, sp.from.Unix()
+	} else {
+		s, err := h.store.Snapshot(ctx, h.view)
+		if err != nil {
+			return nil, "", err
+		}
+		data, version, lost = s, s.Version, s.Lost
+	}
+	b, err := json.Marshal(data)
 	if err != nil {
 		return nil, "", err
 	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return nil, "", err
-	}
-	return newEvent("snapshot", h.view.Name, s.Version, b), s.Lost, nil
+	e := newEvent("snapshot", h.view.Name, version, b)
+	e.from = from
+	return e, lost, nil
+}
+
+// current reports whether the cached snapshot serves a client joining
+// now: always for totals; for a bucketed view while its range still
+// starts where the live default range does.
+func (h *viewHub) current(e *event) bool {
+	return !h.view.Bucketed() || e.from == liveSpan(h.view, time.Now()).from.Unix()
 }
 
 // keep appends a delta to the ring, trimming it to history in bulk.
@@ -410,8 +485,8 @@ func (h *viewHub) drop(c *client) {
 // joining client.
 var errBusy = errors.New("the view changes too fast to catch up; try again")
 
-func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, error) {
-	c := &client{sink: s, hub: h}
+func (h *viewHub) join(ctx context.Context, resume int64, sp *span, s *sink) (*client, error) {
+	c := &client{sink: s, hub: h, span: sp}
 	// The caller sizes the sink for every view it joins; since bounds each
 	// view's first events by the buffer. Other views' deltas may already
 	// fill it, and then the connection is dropped like any slow one.
@@ -438,9 +513,15 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 		}
 	}
 	h.mu.Unlock()
+	var own *event // a range of the client's own is read for it alone
 	for range 5 {
 		h.mu.Lock()
 		snap := h.snap
+		if sp != nil {
+			snap = own
+		} else if snap != nil && !h.current(snap) {
+			snap = nil // a new bucket began: the live range moved on
+		}
 		if snap != nil {
 			if snap.version >= h.last {
 				register([]*event{snap}, snap.version)
@@ -455,19 +536,28 @@ func (h *viewHub) join(ctx context.Context, resume int64, s *sink) (*client, err
 		}
 		h.mu.Unlock()
 
+		if sp != nil {
+			h.metrics.snapshots.WithLabelValues(h.view.Name, "join").Inc()
+			e, _, err := h.read(ctx, sp)
+			if err != nil {
+				return nil, err
+			}
+			own = e
+			continue
+		}
 		h.fetchMu.Lock()
 		h.mu.Lock()
-		fresh := h.snap != snap // another client read one meanwhile: try it first
+		fresh := h.snap != snap && h.snap != nil && h.current(h.snap) // another client read one meanwhile: try it first
 		h.mu.Unlock()
 		if !fresh {
 			h.metrics.snapshots.WithLabelValues(h.view.Name, "join").Inc()
-			e, _, err := h.read(ctx)
+			e, _, err := h.read(ctx, nil)
 			if err != nil {
 				h.fetchMu.Unlock()
 				return nil, err
 			}
 			h.mu.Lock()
-			if h.snap == nil || e.version >= h.snap.version {
+			if h.snap == nil || e.version >= h.snap.version || !h.current(h.snap) {
 				h.snap = e
 			}
 			h.mu.Unlock()

@@ -31,7 +31,7 @@ func newMetrics() *metrics {
 		}, []string{"view"}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamtally_gateway_snapshots_total",
-			Help: "Snapshots read from Redis, by view and reason (subscribed, gap, lost_message, version_back, view_lost, join).",
+			Help: "Snapshots read from Redis, by view and reason (subscribed, gap, lost_message, version_back, view_lost, reset, join).",
 		}, []string{"view", "reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamtally_gateway_refused_total",

@@ -397,3 +397,99 @@ func TestMetricsCountClientsSnapshotsAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// rebuild does what a rebuild or backfill's swap does: it replaces the
+// measure hash of view (key) with counts, bumps the version, and then
+// publishes a reset message, which carries no deltas.
+func (g *gw) rebuild(view, key string, counts map[string]any) int64 {
+	g.t.Helper()
+	ctx := context.Background()
+	k := publish.KeysFor(g.prefix, view)
+	var ver *redis.IntCmd
+	_, err := g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, key)
+		if len(counts) > 0 {
+			p.HSet(ctx, key, counts)
+		}
+		ver = p.HIncrBy(ctx, k.Meta(), "version", 1)
+		p.HSet(ctx, k.Meta(), "updated_ms", time.Now().UnixMilli())
+		return nil
+	})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	msg := fmt.Sprintf(`{"view":%q,"version":%d,"reset":true,"ts_ms":%d}`, view, ver.Val(), time.Now().UnixMilli())
+	if err := g.rdb.Do(ctx, publishCommand(g.rdb), k.Channel(), msg).Err(); err != nil {
+		g.t.Fatal(err)
+	}
+	return ver.Val()
+}
+
+func TestResetSendsSnapshotWithTheNewNumbers(t *testing.T) {
+	serve := defaultServe()
+	g := startGateway(t, serve)
+	for i := range 3 {
+		g.apply("a", fmt.Sprintf("g%d", i), 1, true)
+	}
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 3)
+	mux := g.openPath("/v1/events?view=a&view=b", nil)
+	var stMux state
+	muxNext := func() sseEvent { return viewEvent(t, mux, "a") }
+	first := muxNext()
+	stMux.apply(t, first)
+	for stMux.version < 3 {
+		stMux.apply(t, muxNext())
+	}
+
+	v := g.rebuild("a", publish.KeysFor(g.prefix, "a").Measure("n"), map[string]any{"g0": 5, "r": 2})
+	e := s.next()
+	if e.Event != "snapshot" || e.version(t) < v {
+		t.Fatalf("after a reset to version %d: %s %s, want a snapshot at %d or later", v, e.Event, e.ID, v)
+	}
+	st.apply(t, e)
+	stMux.apply(t, muxNext())
+	if st.n["g0"] != 5 || st.n["r"] != 2 || len(st.n) != 2 || stMux.n["g0"] != 5 || len(stMux.n) != 2 {
+		t.Fatalf("after the reset: %v, multiplexed %v; want g0=5 r=2", st.n, stMux.n)
+	}
+	g.apply("a", "r", 1, true)
+	st.apply(t, s.expect("delta", v+1))
+	stMux.apply(t, muxNext())
+	if snap := g.snapshot("a"); !st.equals(snap) || !stMux.equals(snap) {
+		t.Fatalf("state %v at %d; the view holds %v at %d", st.n, st.version, snap.Measures["n"], snap.Version)
+	}
+
+	// The resume ring does not reach across the reset: a client from
+	// before it gets a snapshot, one from the reset on gets the deltas.
+	before := g.open("a", http.Header{"Last-Event-ID": {"3"}})
+	var sb state
+	before.catchUp(&sb, v+1)
+	if sb.n["r"] != 3 || sb.n["g1"] != 0 {
+		t.Fatalf("resumed from before the reset: %v", sb.n)
+	}
+	g.open("a", http.Header{"Last-Event-ID": {strconv.FormatInt(v, 10)}}).expect("delta", v+1)
+}
+
+func TestResetOfBucketedViewSendsFreshSeries(t *testing.T) {
+	g := startBucketGateway(t)
+	now := time.Now()
+	g.applyAt(now, "x", 1, true)
+	g.applyAt(now.Add(-time.Hour), "y", 1, true)
+	s := g.open("h", nil)
+	var st bucketState
+	st.catchUp(t, s.next, 2)
+
+	// A backfill recounted the current hour.
+	k := publish.KeysFor(g.prefix, "h")
+	v := g.rebuild("h", k.BucketMeasure(hourName(now), "n"), map[string]any{"x": 40, "w": 2})
+	e := s.next()
+	if e.Event != "snapshot" || e.version(t) < v {
+		t.Fatalf("after a reset to version %d: %s %s, want a snapshot at %d or later", v, e.Event, e.ID, v)
+	}
+	st.apply(t, e)
+	want := hourName(now.Add(-time.Hour)) + "/y=1 " + hourName(now) + "/w=2 " + hourName(now) + "/x=40"
+	if st.String() != want {
+		t.Fatalf("after the reset %s, want %s", &st, want)
+	}
+}

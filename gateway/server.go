@@ -50,6 +50,16 @@ type viewInfo struct {
 	Name     string        `json:"name"`
 	GroupBy  []string      `json:"group_by"`
 	Measures []measureInfo `json:"measures"`
+	// Bucket is set for a bucketed view: GET /v1/views/{view} and its
+	// stream carry a series of buckets instead of totals.
+	Bucket *bucketInfo `json:"bucket,omitempty"`
+}
+
+type bucketInfo struct {
+	Size      string `json:"size"`      // as configured, e.g. 1h
+	SizeS     int64  `json:"size_s"`    // in seconds
+	Time      string `json:"time"`      // the time attribute, or "stream"
+	Retention string `json:"retention"` // as configured, e.g. 30d
 }
 
 type measureInfo struct {
@@ -83,6 +93,9 @@ func New(o Options) *Server {
 		info := viewInfo{Name: v.Name, GroupBy: o.Views[i].GroupBy}
 		for _, m := range o.Views[i].Parsed {
 			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Func: m.Func, Attr: m.Attr})
+		}
+		if b := o.Views[i].Bucket; b != nil && v.Bucketed() {
+			info.Bucket = &bucketInfo{Size: b.Size, SizeS: int64(v.BucketSize() / time.Second), Time: b.Time, Retention: b.Retention}
 		}
 		s.infos = append(s.infos, info)
 	}
@@ -218,7 +231,17 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		return
 	}
-	snap, err := s.store.Snapshot(r.Context(), v)
+	sp, _, err := parseSpan(v, r.URL.Query(), time.Now(), false)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	var snap any
+	if v.Bucketed() {
+		snap, err = series(r.Context(), s.store, v, sp)
+	} else {
+		snap, err = s.store.Snapshot(r.Context(), v)
+	}
 	if err != nil {
 		s.opts.Log.Warn("snapshot failed", "view", v.Name, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Redis is not answering"})
@@ -242,7 +265,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		resume[v.Name] = n
 	}
-	s.stream(w, r, []string{v.Name}, resume, false)
+	spans, ok := s.spans(w, r, []string{v.Name})
+	if !ok {
+		return
+	}
+	s.stream(w, r, []string{v.Name}, resume, spans, false)
 }
 
 // eventsMux streams several views on one connection (?view=a&view=b; all
@@ -296,7 +323,36 @@ func (s *Server) eventsMux(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.stream(w, r, list, resume, true)
+	spans, ok := s.spans(w, r, list)
+	if !ok {
+		return
+	}
+	s.stream(w, r, list, resume, spans, true)
+}
+
+// spans reads ?from= and ?to= for the bucketed views among names (on a
+// multiplexed stream they apply to every bucketed view); it answers 400
+// itself. A view on the live default range has no entry: its clients
+// share the hub's snapshot.
+func (s *Server) spans(w http.ResponseWriter, r *http.Request, names []string) (map[string]*span, bool) {
+	out := map[string]*span{}
+	q := r.URL.Query()
+	now := time.Now()
+	for _, name := range names {
+		v := s.views[name]
+		if !v.Bucketed() && len(names) > 1 {
+			continue
+		}
+		sp, live, err := parseSpan(v, q, now, true)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return nil, false
+		}
+		if v.Bucketed() && !live {
+			out[name] = &sp
+		}
+	}
+	return out, true
 }
 
 func lastEventID(r *http.Request) string {
@@ -310,7 +366,7 @@ func lastEventID(r *http.Request) string {
 
 // stream joins the views' hubs on one sink and writes its events until the
 // client leaves, the gateway stops, or a hub drops the connection as slow.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, resume map[string]int64, mux bool) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, resume map[string]int64, spans map[string]*span, mux bool) {
 	rc := http.NewResponseController(w)
 	// A deadline in the past makes a blocked write return at once.
 	sk := newSink(s.opts.Serve.ClientBuffer*len(views), func() { _ = rc.SetWriteDeadline(time.Now()) })
@@ -320,7 +376,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, 
 		if v, ok := resume[name]; ok {
 			from, have[name] = v, v
 		}
-		c, err := s.hub.Join(r.Context(), name, from, sk)
+		c, err := s.hub.Join(r.Context(), name, from, spans[name], sk)
 		if err != nil {
 			if r.Context().Err() == nil {
 				s.opts.Log.Warn("event stream refused", "view", name, "err", err)

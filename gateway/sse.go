@@ -14,6 +14,7 @@ type event struct {
 	view    string
 	version int64
 	kind    string // "snapshot" or "delta"
+	from    int64  // a bucketed view's snapshot: the start of its range, Unix seconds
 	body    []byte // the event and data lines and the blank line that ends the event
 }
 

@@ -4,6 +4,7 @@
 (() => {
   const MAX_BARS = 12;
   const SPARK_MS = 10 * 60 * 1000;
+  const BUCKETS = 24; // a bucketed view shows the last 24 buckets up to now
   const $ = (sel, el = document) => el.querySelector(sel);
 
   // ---- exact decimals: coefficient (BigInt) and scale ----
@@ -115,11 +116,12 @@
   }
 
   function newView(info) {
-    const v = { info, state: "connecting", version: 0, updatedMs: 0, lost: "", measures: {}, series: {}, rows: {}, els: {} };
+    const v = { info, state: "connecting", version: 0, updatedMs: 0, lost: "", measures: {}, series: {}, rows: {}, els: {},
+      buckets: {}, from: "", current: "" };
     const sec = el("section", "view");
     sec.dataset.view = info.name;
     const head = el("div", "view-head");
-    head.append(el("h2", "", info.name + "  \u00b7  by " + info.group_by.join(", ")));
+    head.append(el("h2", "", info.name + "  \u00b7  by " + info.group_by.join(", ") + (info.bucket ? "  \u00b7  per " + info.bucket.size : "")));
     const meta = el("div", "view-meta");
     v.els.conn = el("div", "conn");
     v.els.conn.dataset.state = "connecting";
@@ -141,6 +143,24 @@
       const total = el("span", "total", "\u2013");
       total.dataset.total = info.name + "/" + m.name;
       box.append(mh, total);
+      if (info.bucket) {
+        // A bucketed view: a column per bucket of the total, then the
+        // groups of the current bucket.
+        const sub = el("div", "sub");
+        const cols = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+        cols.setAttribute("class", "cols");
+        cols.setAttribute("viewBox", "0 0 " + BUCKETS * 10 + " 30");
+        cols.setAttribute("preserveAspectRatio", "none");
+        const axis = el("div", "axis");
+        axis.append(el("span"), el("span"));
+        const bars = el("div", "bars");
+        const more = el("div", "more");
+        box.append(sub, cols, axis, bars, more);
+        grid.append(box);
+        v.els[m.name] = { total, sub, cols, axis, bars, more };
+        v.rows[m.name] = new Map();
+        continue;
+      }
       const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
       svg.setAttribute("class", "spark");
       svg.setAttribute("viewBox", "0 0 100 30");
@@ -199,22 +219,44 @@
       v.updatedMs = s.updated_ms;
       v.lost = s.lost || "";
       v.measures = s.measures || {};
+      // A bucketed view's snapshot is a series: bucket -> measure -> group.
+      v.buckets = s.buckets || {};
+      v.from = s.from || "";
       render(v, true);
     });
     es.addEventListener("delta", (ev) => {
       const d = JSON.parse(ev.data);
       const v = byName.get(d.view);
       if (!v || d.version <= v.version) return;
-      for (const [m, groups] of Object.entries(d.deltas)) {
-        const cur = (v.measures[m] ||= {});
-        for (const [g, delta] of Object.entries(groups)) {
-          const n = addStr(cur[g] || "0", delta);
-          if (n === "0") delete cur[g]; else cur[g] = n;
+      if (d.reset) {
+        // The gateway turns a reset into a snapshot; should one pass
+        // through, a new connection starts from a fresh snapshot.
+        es.close();
+        connect();
+        return;
+      }
+      const changed = new Set();
+      const fold = (into, deltas) => {
+        for (const [m, groups] of Object.entries(deltas)) {
+          changed.add(m);
+          const cur = (into[m] ||= {});
+          for (const [g, delta] of Object.entries(groups)) {
+            const n = addStr(cur[g] || "0", delta);
+            if (n === "0") delete cur[g]; else cur[g] = n;
+          }
         }
+      };
+      if (d.buckets) {
+        // Buckets before the snapshot's range are not in this state: a
+        // delta alone would give partial numbers. Names are RFC 3339 UTC,
+        // so they compare as strings.
+        for (const [b, deltas] of Object.entries(d.buckets)) if (b >= v.from) fold((v.buckets[b] ||= {}), deltas);
+      } else {
+        fold(v.measures, d.deltas || {});
       }
       v.version = d.version;
       v.updatedMs = d.ts_ms;
-      render(v, false, Object.keys(d.deltas));
+      render(v, false, [...changed]);
     });
   }
 
@@ -222,6 +264,10 @@
     v.els.age.textContent = "last change " + ago(v.updatedMs);
     // The lines run up to now, not to the last change.
     const now = Date.now();
+    if (v.info.bucket) {
+      if (v.from && bucketName(v, now) !== v.current) render(v, true);
+      return;
+    }
     for (const m of v.info.measures) {
       const series = v.series[m.name];
       if (series.length) spark(v.els[m.name], series.concat([[now, series[series.length - 1][1]]]));
@@ -234,6 +280,7 @@
     v.els.lost.hidden = !v.lost;
     v.els.lost.textContent = v.lost ? "This view is unavailable: its counters are incomplete (" + v.lost + ")." : "";
     v.els.grid.hidden = !!v.lost;
+    if (v.info.bucket) return renderBuckets(v, all);
     tickAge(v);
     const now = Date.now();
     for (const m of v.info.measures) {
@@ -252,6 +299,79 @@
       spark(e, series);
       if (all || !changed || changed.includes(m.name)) bars(v, m.name, groups);
     }
+  }
+
+  // Buckets start on multiples of their size since the epoch.
+  function bucketStart(v, ms) {
+    const size = v.info.bucket.size_s * 1000;
+    return Math.floor(ms / size) * size;
+  }
+  const nameOf = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
+  const bucketName = (v, ms) => nameOf(bucketStart(v, ms));
+  function when(v, ms) {
+    const d = new Date(ms);
+    const day = d.toLocaleDateString("en", { month: "short", day: "numeric" });
+    if (v.info.bucket.size_s % 86400 === 0) return day;
+    return day + " " + d.toLocaleTimeString("en", { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  }
+
+  function renderBuckets(v, all) {
+    v.els.age.textContent = "last change " + ago(v.updatedMs);
+    const size = v.info.bucket.size_s * 1000;
+    const cur = bucketStart(v, Date.now());
+    v.current = nameOf(cur);
+    const starts = [];
+    for (let i = BUCKETS - 1; i >= 0; i--) starts.push(cur - i * size);
+    // Buckets that left the chart leave the state, and so do their deltas.
+    const first = nameOf(starts[0]);
+    if (v.from < first) {
+      v.from = first;
+      for (const b of Object.keys(v.buckets)) if (b < first) delete v.buckets[b];
+    }
+    for (const m of v.info.measures) {
+      const e = v.els[m.name];
+      const totals = starts.map((ms) => {
+        let t = { c: 0n, s: 0 };
+        for (const val of Object.values(((v.buckets[nameOf(ms)] || {})[m.name]) || {})) t = add(t, dec(val));
+        return str(t);
+      });
+      const now = totals[totals.length - 1];
+      const t = v.lost ? "unavailable" : pretty(now);
+      if (e.total.textContent !== t) {
+        e.total.textContent = t;
+        if (!all) { e.total.classList.add("bump"); requestAnimationFrame(() => requestAnimationFrame(() => e.total.classList.remove("bump"))); }
+      }
+      e.sub.textContent = "in the " + v.info.bucket.size + " from " + when(v, cur);
+      columns(v, e, starts, totals);
+      e.axis.children[0].textContent = when(v, starts[0]);
+      e.axis.children[1].textContent = "now";
+      bars(v, m.name, ((v.buckets[v.current] || {})[m.name]) || {});
+    }
+  }
+
+  // One column per bucket, the current one last and brighter; negative
+  // totals (stream-time buckets can have them) hang below a zero line.
+  function columns(v, e, starts, totals) {
+    const nums = totals.map(Number);
+    const hi = Math.max(0, ...nums), lo = Math.min(0, ...nums);
+    const span = hi - lo || 1;
+    const y = (n) => 29 - ((n - lo) / span) * 28;
+    const ns = e.cols.namespaceURI;
+    while (e.cols.childNodes.length < starts.length) {
+      const r = document.createElementNS(ns, "rect");
+      r.append(document.createElementNS(ns, "title"));
+      e.cols.append(r);
+    }
+    starts.forEach((ms, i) => {
+      const r = e.cols.childNodes[i];
+      const top = Math.min(y(nums[i]), y(0)), h = Math.max(Math.abs(y(nums[i]) - y(0)), nums[i] ? 0.6 : 0);
+      r.setAttribute("x", i * 10 + 1);
+      r.setAttribute("width", 8);
+      r.setAttribute("y", top.toFixed(2));
+      r.setAttribute("height", h.toFixed(2));
+      r.setAttribute("class", (i === starts.length - 1 ? "cur" : "") + (nums[i] < 0 ? " neg" : ""));
+      r.firstChild.textContent = when(v, ms) + ": " + pretty(totals[i]);
+    });
   }
 
   function spark(e, series) {
