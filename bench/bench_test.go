@@ -99,8 +99,9 @@ func TestBench(t *testing.T) {
 		freshness(t, tab, s, bin)
 	}
 	out := tab.String()
-	os.Stdout.WriteString("\n" + out)
-	if s.Out != "" {
+	if s.Out == "" {
+		os.Stdout.WriteString("\n" + out)
+	} else {
 		if err := os.WriteFile(s.Out, []byte(out), 0o644); err != nil {
 			t.Fatalf("write %s: %v", s.Out, err)
 		}

@@ -5,6 +5,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +42,7 @@ type daemonRun struct {
 	took     time.Duration
 	use      usage
 	commands int64 // Redis commands of the run
+	byCmd    map[string]cmdStat
 	scripts  int64 // of which script calls
 	batches  float64
 }
@@ -57,6 +60,7 @@ func catchUpDaemon(t *testing.T, bin, endpoint, app, serverAddr, redisAddr strin
 	r.use = d.usage()
 	stats := commandStats(t, serverAddr)
 	r.commands = workCommands(stats)
+	r.byCmd = stats
 	// The first call of a script is an EVALSHA that fails (NOSCRIPT) and
 	// an EVAL; a script call is one that ran.
 	r.scripts = stats["evalsha"].calls - stats["evalsha"].failed + stats["eval"].calls - stats["eval"].failed
@@ -136,7 +140,7 @@ func catchUp(t *testing.T, tab *table, s settings, bin string) {
 	direct := newRedis(t)
 	line := newDelayLine(t, direct, s.OneWay)
 	rttDirect, rttLine := pingRTT(t, direct, 2000), pingRTT(t, line.Addr(), 2000)
-	sec.add("round trip of a Redis PING (median of 2000)", fmt.Sprintf("loopback %s; through the delay line %s (asked: %s each way)", millis(rttDirect), millis(rttLine), s.OneWay))
+	sec.add("round trip of a Redis PING (median of 2000)", fmt.Sprintf("loopback %s; through the delay line %s (asked: %s each way)", micros(rttDirect), micros(rttLine), s.OneWay))
 	var slow []daemonRun
 	for i := range s.Runs {
 		addr := newRedis(t)
@@ -201,6 +205,24 @@ func resources(tab *table, s settings, n int, loop, slow []daemonRun, naiveComma
 	sec.add("Redis commands per 1 000 records (INFO commandstats)", fmt.Sprintf("streamtally %.2f; naive consumer %.0f", cmds/float64(n)*1000, float64(naiveCommands)/float64(n)*1000))
 	r := loop[0]
 	perViewBatch := float64(r.scripts) / r.batches
+	sec.note("streamtally's Redis commands in the first loopback run: %s.", commandList(r.byCmd))
 	sec.check("script calls per view per batch", fmt.Sprintf("%.2f (%d script calls, %.0f batches, 1 view)", perViewBatch, r.scripts, r.batches), "1", perViewBatch <= 1.0001)
 	_ = s
+}
+
+// commandList names the commands of a run with their calls, most first.
+func commandList(stats map[string]cmdStat) string {
+	names := make([]string, 0, len(stats))
+	for n := range stats {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return stats[names[i]].calls > stats[names[j]].calls })
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %d", strings.ToUpper(n), stats[n].calls)
+		if f := stats[n].failed; f > 0 {
+			parts[i] += fmt.Sprintf(" (%d failed)", f)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
