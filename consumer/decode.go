@@ -64,8 +64,12 @@ func (pageDecoder) HandleDeserialize(ctx context.Context, in middleware.Deserial
 	if err != nil || page == nil || !ok || resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		return out, md, err
 	}
-	body, err := io.ReadAll(resp.Body)
+	// A page is up to a few MB: read it into one buffer of its size
+	// rather than let io.ReadAll grow one by doubling.
+	buf := bytes.NewBuffer(make([]byte, 0, max(resp.ContentLength, 0)+bytes.MinRead))
+	_, err = buf.ReadFrom(resp.Body)
 	resp.Body.Close()
+	body := buf.Bytes()
 	if err != nil {
 		return out, md, fmt.Errorf("read GetRecords response: %w", err)
 	}
