@@ -18,14 +18,20 @@ import (
 func hotPath(t *testing.T, tab *table, s settings) {
 	count := strconv.Itoa(s.BenchCount)
 	decode := goBench(t, ".", "^BenchmarkDecodeRecords(SDK)?$", count, "1s")
+	read := goBench(t, "./consumer", "^BenchmarkReadPage(SDK)?$", count, "1s")
 	fold := goBench(t, "./publish", "^BenchmarkFoldApply$", count, "2s")
 
 	sec := tab.section("1. Hot path, one core (go test -bench, -cpu 1)")
 	perPage := func(name string) float64 { return 1000 / median(decode[name]["ns/op"]) * 1e9 }
 	dec := perPage("BenchmarkDecodeRecords")
 	sec.check("decode, stream record JSON to the fold's input (DecodeRecords, a page of 1000)", rate(dec), ">= 100 000 rec/s", dec >= 100_000)
-	sec.add("decode through the SDK's deserializer (what the reader used before), for comparison",
+	sec.add("the same through the SDK's client and deserializer, for comparison",
 		fmt.Sprintf("%s (%.1fx slower)", rate(perPage("BenchmarkDecodeRecordsSDK")), dec/perPage("BenchmarkDecodeRecordsSDK")))
+	rp, rpSDK := median(read["BenchmarkReadPage"]["records/s"]), median(read["BenchmarkReadPageSDK"]["records/s"])
+	sec.check(fmt.Sprintf("decode as the reader runs it: GetRecords through the SDK client with the codec's middleware, to the fold's input (allocs %.0f per 1000 records)", median(read["BenchmarkReadPage"]["allocs/op"])),
+		rate(rp), ">= 100 000 rec/s", rp >= 100_000)
+	sec.add(fmt.Sprintf("the reader before: the SDK's deserializer, then conversion (allocs %.0f per 1000 records)", median(read["BenchmarkReadPageSDK"]["allocs/op"])),
+		fmt.Sprintf("%s (%.1fx slower)", rate(rpSDK), rp/rpSDK))
 	for _, g := range []string{"3", "100", "10000", "1000000"} {
 		m := fold["BenchmarkFoldApply/groups="+g]
 		r := median(m["records/s"])
