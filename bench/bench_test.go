@@ -93,7 +93,9 @@ func TestBench(t *testing.T) {
 		bin = buildDaemon(t)
 	}
 	if s.runs("catchup") {
-		catchUp(t, tab, s, bin)
+		// A subtest, so that its DynamoDB Local and redis-servers are
+		// stopped before freshness starts.
+		t.Run("catch-up", func(t *testing.T) { catchUp(t, tab, s, bin) })
 	}
 	if s.runs("freshness") {
 		freshness(t, tab, s, bin)

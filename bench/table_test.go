@@ -58,7 +58,11 @@ func (t *table) String() string {
 	for _, n := range t.notes {
 		b.WriteString(n + "\n")
 	}
-	for _, s := range t.sections {
+	// Sections are numbered in their titles and printed in that order,
+	// whatever order they were measured in.
+	sections := append([]*section(nil), t.sections...)
+	sort.SliceStable(sections, func(i, j int) bool { return sections[i].title < sections[j].title })
+	for _, s := range sections {
 		fmt.Fprintf(&b, "\n### %s\n\n| measure | value | target | |\n|---|---|---|---|\n", s.title)
 		for _, r := range s.rows {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.what, r.value, r.target, r.verdict)
