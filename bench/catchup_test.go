@@ -165,6 +165,10 @@ func catchUp(t *testing.T, tab *table, s settings, bin string) {
 	}
 	sec.add(what, fmt.Sprintf("%s for %s records (%s); all %s: %s", secs(naiveSlow), thousands(int64(naiveN)), rate(naiveRate), thousands(int64(n)), secs(extrapolated)))
 	sec.check("streamtally vs naive through the delay line", fmt.Sprintf("%.0fx faster", ratio), ">= 50x", ratio >= 50)
+	const awsShardLimit = 5 * 1000 // GetRecords: 5 calls a second a shard, 1000 records a call
+	sec.add("DynamoDB Streams' own limit per shard on AWS (5 GetRecords a second, 1 000 records each)",
+		fmt.Sprintf("%s; streamtally drains %.1fx that on loopback and %.1fx through the delay line, so on AWS the stream is the bottleneck, not the daemon",
+			rate(awsShardLimit), float64(n)/loopT.Seconds()/awsShardLimit, float64(n)/slowT.Seconds()/awsShardLimit))
 	sec.note("Each streamtally and bare-reader figure is the median of %d runs over the same stream; every daemon run has its own lease table and redis-server. The first loopback run is checked against a full scan of the table.", s.Runs)
 	sec.note("The naive consumer sends %.1f Redis commands per record here (HINCRBY/HINCRBYFLOAT and PUBLISH per measure, for the old and the new image), each waiting for its reply.",
 		float64(workCommands(naiveStats))/float64(n))
