@@ -48,7 +48,7 @@ func machine(t *testing.T, tab *table, s settings) {
 		}
 	}
 	ddbl := "DynamoDB Local ?"
-	if b, err := os.ReadFile(filepath.Join(repoRoot(t), ".cache", "dynamodb-local", ".npm-package")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dynamoDir(t), ".npm-package")); err == nil {
 		ddbl = "DynamoDB Local from " + strings.TrimSpace(string(b))
 	}
 	load := ""
@@ -67,4 +67,20 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return filepath.Dir(wd)
+}
+
+// dynamoDir is where DynamoDB Local is installed, found as internal/testenv
+// finds it.
+func dynamoDir(t *testing.T) string {
+	if d := os.Getenv("STREAMTALLY_DYNAMODB_LOCAL_DIR"); d != "" {
+		return d
+	}
+	cache := os.Getenv("STREAMTALLY_CACHE")
+	switch {
+	case cache == "":
+		cache = filepath.Join(repoRoot(t), ".cache")
+	case !filepath.IsAbs(cache):
+		cache = filepath.Join(repoRoot(t), cache)
+	}
+	return filepath.Join(cache, "dynamodb-local")
 }
