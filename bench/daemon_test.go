@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,8 +45,10 @@ type daemon struct {
 	cmd     *exec.Cmd
 	metrics string
 	started time.Time
-	log     bytes.Buffer
-	done    chan error
+	log     syncBuffer // the daemon's stdout and stderr, shown when it fails
+	exited  chan struct{} // closed when the process has exited
+	waitErr error         // how it exited, once exited is closed
+	stopped sync.Once
 }
 
 func startDaemon(t *testing.T, bin string, c daemonConfig) *daemon {
@@ -76,7 +79,7 @@ views:
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan error, 1)}
+	d := &daemon{t: t, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "run", "--config", path)
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	d.cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=")
@@ -85,7 +88,10 @@ views:
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start streamtally: %v", err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.exited)
+	}()
 	t.Cleanup(func() { d.stop() })
 	return d
 }
@@ -126,8 +132,8 @@ func (d *daemon) waitRecords(n int, timeout time.Duration) time.Duration {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-d.done:
-			d.t.Fatalf("streamtally exited early: %v\n%s", err, d.log.String())
+		case <-d.exited:
+			d.t.Fatalf("streamtally exited early: %v\n%s", d.waitErr, d.log.String())
 		default:
 		}
 		if m := d.scrape(); m != nil && m["streamtally_records_total"] >= float64(n) {
@@ -177,23 +183,18 @@ func procUsage(t *testing.T, pid int) usage {
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100
 
-// stop sends SIGTERM and waits for the daemon to exit.
+// stop sends SIGTERM and waits for the daemon to exit; it is a no-op
+// after the first call.
 func (d *daemon) stop() {
-	if d.cmd.ProcessState != nil {
-		return
-	}
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
+	d.stopped.Do(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(30 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	})
 }
 
 func freePort() (int, error) {
@@ -203,4 +204,23 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// syncBuffer is a buffer the process's output goroutines write while the
+// harness may read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -46,7 +46,7 @@ func shardsInOrder(ctx context.Context, s *dynamodbstreams.Client, arn string) (
 // to its tip. With wait, an empty read at the tip waits pollInterval and
 // reads again (a consumer that keeps up with writes) until ctx ends.
 func readStream(ctx context.Context, s *dynamodbstreams.Client, arn string, want int, wait time.Duration,
-	get func(ctx context.Context, in *dynamodbstreams.GetRecordsInput) (n int, next *string, err error)) (int, error) {
+	get func(ctx context.Context, in *dynamodbstreams.GetRecordsInput, left int) (n int, next *string, err error)) (int, error) {
 	ids, err := shardsInOrder(ctx, s, arn)
 	if err != nil {
 		return 0, err
@@ -60,7 +60,7 @@ func readStream(ctx context.Context, s *dynamodbstreams.Client, arn string, want
 		}
 		iter := it.ShardIterator
 		for iter != nil && (want <= 0 || total < want) {
-			n, next, err := get(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(1000)})
+			n, next, err := get(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(1000)}, want-total)
 			if err != nil {
 				if ctx.Err() != nil {
 					return total, nil
@@ -89,7 +89,7 @@ func readStream(ctx context.Context, s *dynamodbstreams.Client, arn string, want
 // middleware reads the body, counts the records and keeps only the next
 // iterator, so what it measures is DynamoDB Local serving the pages.
 func bareReader(ctx context.Context, s *dynamodbstreams.Client, arn string, want int) (int, error) {
-	return readStream(ctx, s, arn, want, 0, func(ctx context.Context, in *dynamodbstreams.GetRecordsInput) (int, *string, error) {
+	return readStream(ctx, s, arn, want, 0, func(ctx context.Context, in *dynamodbstreams.GetRecordsInput, _ int) (int, *string, error) {
 		var count int
 		out, err := s.GetRecords(ctx, in, func(o *dynamodbstreams.Options) {
 			o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
@@ -155,14 +155,14 @@ type naiveConsumer struct {
 }
 
 func (c *naiveConsumer) run(ctx context.Context, arn string, want int, wait time.Duration) (int, error) {
-	return readStream(ctx, c.streams, arn, want, wait, func(ctx context.Context, in *dynamodbstreams.GetRecordsInput) (int, *string, error) {
+	return readStream(ctx, c.streams, arn, want, wait, func(ctx context.Context, in *dynamodbstreams.GetRecordsInput, left int) (int, *string, error) {
 		out, err := c.streams.GetRecords(ctx, in)
 		if err != nil {
 			return 0, nil, err
 		}
 		recs := out.Records
-		if want > 0 && len(recs) > want {
-			recs = recs[:want]
+		if want > 0 && len(recs) > left {
+			recs = recs[:left] // a fixed number of records: stop there
 		}
 		for _, r := range recs {
 			if r.Dynamodb == nil {
