@@ -45,7 +45,7 @@ type daemon struct {
 	cmd     *exec.Cmd
 	metrics string
 	started time.Time
-	log     syncBuffer // the daemon's stdout and stderr, shown when it fails
+	log     syncBuffer    // the daemon's stdout and stderr, shown when it fails
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // how it exited, once exited is closed
 	stopped sync.Once
