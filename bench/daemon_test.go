@@ -126,8 +126,9 @@ func (d *daemon) scrape() map[string]float64 {
 
 // waitRecords waits until the daemon has applied and checkpointed n
 // records, polling its metrics every few milliseconds, and returns when
-// it saw that, measured from the process start.
-func (d *daemon) waitRecords(n int, timeout time.Duration) time.Duration {
+// it saw that, measured from the process start, and when it first held a
+// lease (start-up: configuration, lease table, stream description).
+func (d *daemon) waitRecords(n int, timeout time.Duration) (took, startup time.Duration) {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -136,14 +137,18 @@ func (d *daemon) waitRecords(n int, timeout time.Duration) time.Duration {
 			d.t.Fatalf("streamtally exited early: %v\n%s", d.waitErr, d.log.String())
 		default:
 		}
-		if m := d.scrape(); m != nil && m["streamtally_records_total"] >= float64(n) {
-			return time.Since(d.started)
+		m := d.scrape()
+		if startup == 0 && m != nil && (m["streamtally_leases_held"] >= 1 || m["streamtally_records_total"] > 0) {
+			startup = time.Since(d.started)
+		}
+		if m != nil && m["streamtally_records_total"] >= float64(n) {
+			return time.Since(d.started), startup
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	m := d.scrape()
 	d.t.Fatalf("streamtally applied %v of %d records within %s\n%s", m["streamtally_records_total"], n, timeout, d.log.String())
-	return 0
+	return 0, 0
 }
 
 // usage is what the kernel says the process used so far.
