@@ -50,24 +50,12 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 		return r.finish(workCtx)
 	}
 	failures := 0
-	// While a batch is applied and checkpointed, the next page is already
-	// being read: catching up, reading and applying then overlap instead
-	// of taking turns. The read is owned here and waited for on return.
-	var ahead chan fetched
-	defer func() {
-		if ahead != nil {
-			<-ahead
-		}
-	}()
 	for {
-		var f fetched
-		if ahead != nil {
-			f = <-ahead
-			ahead = nil
-		} else {
-			f = r.read(readCtx, iter)
-		}
-		out, err := f.out, f.err
+		page := decodedPage{shard: r.shard.ID}
+		out, err := r.w.streams.GetRecords(withPage(readCtx, &page), &dynamodbstreams.GetRecordsInput{
+			ShardIterator: aws.String(iter),
+			Limit:         aws.Int32(int32(r.w.opt.BatchSize)),
+		}, fastDecode)
 		if readCtx.Err() != nil {
 			return stopped
 		}
@@ -98,16 +86,11 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 			continue
 		}
 		failures = 0
-		recs := f.recs
-		r.prog.read(recs)
-		if len(recs) > 0 && out.NextShardIterator != nil {
-			// A page with records: there may be more right away, as
-			// before, when the next read followed at once.
-			ch := make(chan fetched, 1)
-			next := *out.NextShardIterator
-			go func() { ch <- r.read(readCtx, next) }()
-			ahead = ch
+		recs := page.recs
+		if !page.done {
+			recs = toRecords(r.shard.ID, out.Records)
 		}
+		r.prog.read(recs)
 		if len(recs) > 0 {
 			if o, ok := r.apply(workCtx, recs); !ok {
 				return o
@@ -127,32 +110,6 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 			}
 		}
 	}
-}
-
-// fetched is one GetRecords call's result, decoded into the fold's input.
-type fetched struct {
-	recs []streamtally.Record
-	out  *dynamodbstreams.GetRecordsOutput
-	err  error
-}
-
-// read calls GetRecords once. The response is decoded by DecodeRecords
-// through the fastDecode middleware; a Streams that is not the SDK's client
-// returns SDK records, which are converted.
-func (r *shardReader) read(ctx context.Context, iter string) fetched {
-	page := decodedPage{shard: r.shard.ID}
-	out, err := r.w.streams.GetRecords(withPage(ctx, &page), &dynamodbstreams.GetRecordsInput{
-		ShardIterator: aws.String(iter),
-		Limit:         aws.Int32(int32(r.w.opt.BatchSize)),
-	}, fastDecode)
-	f := fetched{out: out, err: err}
-	if err == nil {
-		f.recs = page.recs
-		if !page.done {
-			f.recs = toRecords(r.shard.ID, out.Records)
-		}
-	}
-	return f
 }
 
 // apply hands a batch to the handler until it holds, then checkpoints.
