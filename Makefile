@@ -1,4 +1,4 @@
-.PHONY: demo test chaos fuzz build services-stop
+.PHONY: demo test chaos fuzz bench build services-stop
 
 FUZZTIME ?= 2m
 
@@ -10,6 +10,9 @@ test: ## every test, against real DynamoDB Local and redis-server
 
 chaos: ## the chaos suite's long form (docs/RELIABILITY.md), a few minutes
 	scripts/chaos.sh
+
+bench: ## the benchmark table (docs/BENCHMARKS.md), about 10 minutes
+	scripts/bench.sh
 
 fuzz: ## each fuzzer for FUZZTIME (default 2m)
 	go test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) .

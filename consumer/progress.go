@@ -4,8 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/streamtally/streamtally"
 )
 
 // ShardProgress says how far behind one shard's reader is.
@@ -32,14 +31,12 @@ type progress struct {
 	batches    int64
 }
 
-func (p *progress) read(recs []types.Record) {
+func (p *progress) read(recs []streamtally.Record) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.atTip = len(recs) == 0
 	if len(recs) > 0 {
-		if d := recs[len(recs)-1].Dynamodb; d != nil {
-			p.newestRead = aws.ToTime(d.ApproximateCreationDateTime)
-		}
+		p.newestRead = recs[len(recs)-1].Created
 		p.doneAll = false
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/streamtally/streamtally"
 )
 
 // outcome is how a shard reader stopped.
@@ -49,10 +51,11 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 	}
 	failures := 0
 	for {
-		out, err := r.w.streams.GetRecords(readCtx, &dynamodbstreams.GetRecordsInput{
+		page := decodedPage{shard: r.shard.ID}
+		out, err := r.w.streams.GetRecords(withPage(readCtx, &page), &dynamodbstreams.GetRecordsInput{
 			ShardIterator: aws.String(iter),
 			Limit:         aws.Int32(int32(r.w.opt.BatchSize)),
-		})
+		}, fastDecode)
 		if readCtx.Err() != nil {
 			return stopped
 		}
@@ -83,9 +86,13 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 			continue
 		}
 		failures = 0
-		r.prog.read(out.Records)
-		if len(out.Records) > 0 {
-			if o, ok := r.apply(workCtx, out.Records); !ok {
+		recs := page.recs
+		if !page.done {
+			recs = toRecords(r.shard.ID, out.Records)
+		}
+		r.prog.read(recs)
+		if len(recs) > 0 {
+			if o, ok := r.apply(workCtx, recs); !ok {
 				return o
 			}
 		}
@@ -93,7 +100,7 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 			return r.finish(workCtx)
 		}
 		iter = *out.NextShardIterator
-		if len(out.Records) == 0 {
+		if len(recs) == 0 {
 			t := time.NewTimer(r.w.opt.PollInterval)
 			select {
 			case <-readCtx.Done():
@@ -106,8 +113,7 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 }
 
 // apply hands a batch to the handler until it holds, then checkpoints.
-func (r *shardReader) apply(ctx context.Context, in []types.Record) (outcome, bool) {
-	recs := toRecords(r.shard.ID, in)
+func (r *shardReader) apply(ctx context.Context, recs []streamtally.Record) (outcome, bool) {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		err := r.w.handler.HandleBatch(ctx, r.shard.ID, r.last, recs)
