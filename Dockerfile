@@ -11,7 +11,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/streamtally ./cmd/
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/streamtally /out/loadgen /usr/local/bin/
 USER nonroot:nonroot
-EXPOSE 9090
+# 9090: /metrics and health of run and serve; 8080: serve's dashboard and API.
+EXPOSE 9090 8080
 STOPSIGNAL SIGTERM
 # No shell or curl in the image: the binary asks its own /readyz.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
