@@ -98,7 +98,7 @@ func TestBench(t *testing.T) {
 	}
 	tab := &table{}
 	machine(t, tab, s)
-	started := time.Now()
+	started, load := time.Now(), loadAverage()
 	if s.runs("hotpath") {
 		hotPath(t, tab, s)
 	}
@@ -121,7 +121,7 @@ func TestBench(t *testing.T) {
 		// scripts/bench.sh puts the sections of a partial run in place of
 		// the same sections of the last full one; each says when it ran.
 		for _, sec := range tab.sections {
-			sec.note("From a run of BENCH_ONLY=%s at %s, load average at start %s.", s.Only, started.UTC().Format("2006-01-02 15:04 UTC"), loadAverage())
+			sec.note("From a run of BENCH_ONLY=%s at %s, load average at start %s.", s.Only, started.UTC().Format("2006-01-02 15:04 UTC"), load)
 		}
 	}
 	out := tab.String()

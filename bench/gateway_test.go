@@ -49,7 +49,7 @@ func gatewayLoad(t *testing.T, tab *table, s settings) {
 	}
 	sec.note("The gateway runs as its own process on a private redis-server; 1 000 clients in the benchmark's process read one view's event stream over loopback, on the same two cores as the gateway and Redis. Each message is one version published by the daemon's apply script; the delay runs from just before that script call to the client's read of the event's data line, so it includes Redis, the gateway's subscription, its fan-out to 1 000 sockets, the kernel and the client's read.")
 	sec.note("Memory per client is the growth of the gateway's VmRSS from before the clients connect to after every client has its snapshot, divided by 1 000.")
-	sec.note("Command: go %s", strings.Join(args, " "))
+	sec.note("Command: `go %s`", shellJoin(args))
 }
 
 type benchRun struct {
@@ -82,4 +82,17 @@ func parseBenchMetrics(out []byte, prefix string) []benchRun {
 		runs = append(runs, r)
 	}
 	return runs
+}
+
+// shellJoin quotes the arguments that a shell would otherwise expand, so a
+// command printed in the table can be pasted.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if strings.ContainsAny(a, "^$*?[]{}()|&;<>'\" \t") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }
