@@ -11,7 +11,7 @@ test: ## every test, against real DynamoDB Local and redis-server
 chaos: ## the chaos suite's long form (docs/RELIABILITY.md), a few minutes
 	scripts/chaos.sh
 
-bench: ## the benchmark table (docs/BENCHMARKS.md), about 10 minutes
+bench: ## the benchmark table (docs/BENCHMARKS.md), about 12 minutes
 	scripts/bench.sh
 
 fuzz: ## each fuzzer for FUZZTIME (default 2m)

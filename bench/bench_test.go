@@ -4,7 +4,8 @@
 // (scripts/bench.sh): it measures the hot path (decode, fold and apply),
 // catch-up over a stream already full of changes, freshness under a steady
 // write load, and the daemon's resources, each against a naive consumer or
-// the physical limit measured in the same run, and prints one table.
+// the physical limit measured in the same run, and the gateway under 1 000
+// SSE clients, and prints one table.
 //
 // Everything runs against real services started by internal/testenv:
 // private DynamoDB Local instances (one per phase, as DynamoDB Local slows
@@ -14,7 +15,9 @@ package bench
 
 import (
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,30 +29,32 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // settings are the harness's knobs, from the environment (BENCH_*), so the
 // command stays the same and a run can be made shorter or longer.
 type settings struct {
-	Records      int           // stream records for catch-up
-	Runs         int           // repetitions of each catch-up measurement; medians are reported
-	NaiveSlow    int           // records the naive consumer reads through the slowed link
-	FreshRate    int           // writes per second for freshness
-	FreshFor     time.Duration // how long freshness writes
-	OneWay       time.Duration // delay line, each direction
-	BenchCount   int           // -count for the Go benchmarks
-	PollInterval time.Duration // the daemon's source.poll_interval
-	Out          string        // file to write the table to, besides stdout
-	Only         string        // comma-separated sections to run (hotpath, catchup, freshness); empty: all
+	Records         int           // stream records for catch-up
+	Runs            int           // repetitions of each catch-up measurement; medians are reported
+	NaiveSlow       int           // records the naive consumer reads through the slowed link
+	FreshRate       int           // writes per second for freshness
+	FreshFor        time.Duration // how long freshness writes
+	OneWay          time.Duration // delay line, each direction
+	BenchCount      int           // -count for the Go benchmarks
+	PollInterval    time.Duration // the daemon's source.poll_interval
+	GatewayMessages int           // messages published at each rate in the gateway load
+	Out             string        // file to write the table to, besides stdout
+	Only            string        // comma-separated sections to run (hotpath, catchup, freshness, gateway); empty: all
 }
 
 func loadSettings() settings {
 	return settings{
-		Records:      envInt("BENCH_RECORDS", 200_000),
-		Runs:         envInt("BENCH_RUNS", 3),
-		NaiveSlow:    envInt("BENCH_NAIVE_SLOW_RECORDS", 10_000),
-		FreshRate:    envInt("BENCH_FRESH_RATE", 500),
-		FreshFor:     envDuration("BENCH_FRESH_FOR", 60*time.Second),
-		OneWay:       envDuration("BENCH_ONE_WAY_DELAY", 250*time.Microsecond),
-		BenchCount:   envInt("BENCH_COUNT", 5),
-		PollInterval: 250 * time.Millisecond,
-		Out:          os.Getenv("BENCH_OUT"),
-		Only:         os.Getenv("BENCH_ONLY"),
+		Records:         envInt("BENCH_RECORDS", 200_000),
+		Runs:            envInt("BENCH_RUNS", 3),
+		NaiveSlow:       envInt("BENCH_NAIVE_SLOW_RECORDS", 10_000),
+		FreshRate:       envInt("BENCH_FRESH_RATE", 500),
+		FreshFor:        envDuration("BENCH_FRESH_FOR", 60*time.Second),
+		OneWay:          envDuration("BENCH_ONE_WAY_DELAY", 250*time.Microsecond),
+		BenchCount:      envInt("BENCH_COUNT", 5),
+		PollInterval:    250 * time.Millisecond,
+		GatewayMessages: envInt("BENCH_GATEWAY_MESSAGES", 300),
+		Out:             os.Getenv("BENCH_OUT"),
+		Only:            os.Getenv("BENCH_ONLY"),
 	}
 }
 
@@ -67,6 +72,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// sections are the names BENCH_ONLY takes.
+var sections = []string{"hotpath", "catchup", "freshness", "gateway"}
+
 func (s settings) runs(section string) bool {
 	if s.Only == "" {
 		return true
@@ -83,8 +91,14 @@ func (s settings) runs(section string) bool {
 // about speed: the figures and their targets are in the table.
 func TestBench(t *testing.T) {
 	s := loadSettings()
+	for _, p := range splitComma(s.Only) {
+		if !slices.Contains(sections, p) {
+			t.Fatalf("BENCH_ONLY: unknown section %q (sections: %s)", p, strings.Join(sections, ", "))
+		}
+	}
 	tab := &table{}
 	machine(t, tab, s)
+	started, load := time.Now(), loadAverage()
 	if s.runs("hotpath") {
 		hotPath(t, tab, s)
 	}
@@ -99,6 +113,16 @@ func TestBench(t *testing.T) {
 	}
 	if s.runs("freshness") {
 		freshness(t, tab, s, bin)
+	}
+	if s.runs("gateway") {
+		gatewayLoad(t, tab, s)
+	}
+	if s.Only != "" {
+		// scripts/bench.sh puts the sections of a partial run in place of
+		// the same sections of the last full one; each says when it ran.
+		for _, sec := range tab.sections {
+			sec.note("From a run of BENCH_ONLY=%s at %s, load average at start %s.", s.Only, started.UTC().Format("2006-01-02 15:04 UTC"), load)
+		}
 	}
 	out := tab.String()
 	if s.Out == "" {

@@ -51,13 +51,20 @@ func machine(t *testing.T, tab *table, s settings) {
 	if b, err := os.ReadFile(filepath.Join(dynamoDir(t), ".npm-package")); err == nil {
 		ddbl = "DynamoDB Local from " + strings.TrimSpace(string(b))
 	}
-	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	load := loadAverage()
 	tab.note("Machine: %d cores (%s), %s memory, %s/%s, %s; %s; %s.", runtime.NumCPU(), cpu, mem, runtime.GOOS, runtime.GOARCH, runtime.Version(), redis, ddbl)
 	tab.note("Run at %s, load average at start %s. Settings: %d catch-up records, %d runs per catch-up measurement (medians), go benchmarks -count %d, freshness %d writes/s for %s, delay line %s each way, poll interval %s.",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), load, s.Records, s.Runs, s.BenchCount, s.FreshRate, s.FreshFor, s.OneWay, s.PollInterval)
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages, as /proc/loadavg
+// gives them.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // repoRoot is the module root, the parent of this package's directory.
