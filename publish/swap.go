@@ -275,13 +275,9 @@ func (e *SwapRefusedError) Error() string {
 // that hold items. A bucket that entered the index since Swap read it
 // (only possible once the hold has run out) refuses the swap.
 func (r *Redis) Swap(ctx context.Context, view *aggregate.View, token string, fences []FenceMove) (int64, error) {
-	k := KeysFor(r.prefix, view.Name)
-	keys := []string{k.Meta()}
-	script := swapScript
-	var buckets []any
+	var starts map[string]int64
 	if view.Bucketed() {
-		script = swapBucketsScript
-		keys = append(keys, k.Buckets(), k.NextBuckets())
+		k := KeysFor(r.prefix, view.Name)
 		live, err := r.client.ZRangeWithScores(ctx, k.Buckets(), 0, -1).Result()
 		var fresh []redis.Z
 		if err == nil {
@@ -290,11 +286,25 @@ func (r *Redis) Swap(ctx context.Context, view *aggregate.View, token string, fe
 		if err != nil {
 			return 0, fmt.Errorf("swap view %s: list buckets: %w", view.Name, err)
 		}
-		starts := map[string]int64{}
+		starts = map[string]int64{}
 		for _, z := range append(live, fresh...) {
 			name, _ := z.Member.(string)
 			starts[name] = int64(z.Score)
 		}
+	}
+	return r.swap(ctx, view, token, fences, starts)
+}
+
+// swap runs the swap script; starts names the buckets to swap, by name
+// with their start, for a bucketed view.
+func (r *Redis) swap(ctx context.Context, view *aggregate.View, token string, fences []FenceMove, starts map[string]int64) (int64, error) {
+	k := KeysFor(r.prefix, view.Name)
+	keys := []string{k.Meta()}
+	script := swapScript
+	var buckets []any
+	if view.Bucketed() {
+		script = swapBucketsScript
+		keys = append(keys, k.Buckets(), k.NextBuckets())
 		names := slices.Sorted(maps.Keys(starts))
 		buckets = append(buckets, len(names))
 		for _, b := range names {
