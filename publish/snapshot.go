@@ -102,7 +102,7 @@ func (r *Redis) SeriesWithFences(ctx context.Context, view *aggregate.View) (*Se
 	if !view.Bucketed() {
 		return nil, nil, time.Time{}, fmt.Errorf("series of view %s: the view has no buckets", view.Name)
 	}
-	s, fields, now, err := r.series(ctx, view, &redis.ZRangeBy{Min: "-inf", Max: "+inf"}, true)
+	s, fields, now, err := r.series(ctx, view, everyBucket, true)
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}

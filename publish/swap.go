@@ -70,6 +70,10 @@ func (k Keys) NextBucketMeasure(bucket, suffix string) string { return k.Next(bu
 // cleanup find them there (a cluster offers no SCAN of one slot).
 func (k Keys) NextBuckets() string { return k.Next(bucketsSuffix) }
 
+// everyBucket ranges over a whole bucket index, with ZRANGEBYSCORE, which
+// readers may send already.
+var everyBucket = &redis.ZRangeBy{Min: "-inf", Max: "+inf"}
+
 // Meta is what a view's meta hash says about its state.
 type Meta struct {
 	Exists bool
@@ -127,7 +131,7 @@ func (r *Redis) ClearNext(ctx context.Context, view *aggregate.View) error {
 	var keys []string
 	k := KeysFor(r.prefix, view.Name)
 	if view.Bucketed() {
-		names, err := r.client.ZRange(ctx, k.NextBuckets(), 0, -1).Result()
+		names, err := r.client.ZRangeByScore(ctx, k.NextBuckets(), everyBucket).Result()
 		if err != nil {
 			return fmt.Errorf("list fresh buckets of view %s: %w", view.Name, err)
 		}
@@ -278,10 +282,10 @@ func (r *Redis) Swap(ctx context.Context, view *aggregate.View, token string, fe
 	var starts map[string]int64
 	if view.Bucketed() {
 		k := KeysFor(r.prefix, view.Name)
-		live, err := r.client.ZRangeWithScores(ctx, k.Buckets(), 0, -1).Result()
+		live, err := r.client.ZRangeByScoreWithScores(ctx, k.Buckets(), everyBucket).Result()
 		var fresh []redis.Z
 		if err == nil {
-			fresh, err = r.client.ZRangeWithScores(ctx, k.NextBuckets(), 0, -1).Result()
+			fresh, err = r.client.ZRangeByScoreWithScores(ctx, k.NextBuckets(), everyBucket).Result()
 		}
 		if err != nil {
 			return 0, fmt.Errorf("swap view %s: list buckets: %w", view.Name, err)

@@ -29,7 +29,7 @@ for i = f0, #ARGV, 3 do
 end
 local declared = {}
 for b = 0, n - 1 do declared[ARGV[8 + 2 * b]] = true end
-for _, name in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', '+inf')) do
   if not declared[name] then
     return {0, 'bucket ' .. name .. ' appeared'}
   end
