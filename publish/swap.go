@@ -167,72 +167,101 @@ func (r *Redis) WriteNext(ctx context.Context, view *aggregate.View, groups map[
 	if view.Bucketed() {
 		return fmt.Errorf("write fresh keys of view %s: the view has buckets", view.Name)
 	}
-	return r.writeNext(ctx, view, nextPairs(KeysFor(r.prefix, view.Name), view), groups, nil)
+	w := &nextWriter{r: r, view: view, p: r.client.Pipeline()}
+	w.write(ctx, nextPairs(KeysFor(r.prefix, view.Name), view), groups, nil)
+	return w.flush(ctx)
 }
 
 // WriteNextBuckets is WriteNext for a bucketed view: groups per bucket
 // start. Each bucket's fresh hashes expire with the bucket, and the swap
-// keeps that expiry; the bucket is listed among the fresh ones before
-// anything is written into it.
+// keeps that expiry; the buckets are listed among the fresh ones before
+// anything is written into them.
 func (r *Redis) WriteNextBuckets(ctx context.Context, view *aggregate.View, buckets map[int64]map[string]*aggregate.GroupDelta) error {
 	k := KeysFor(r.prefix, view.Name)
-	for _, start := range slices.Sorted(maps.Keys(buckets)) {
-		name := aggregate.BucketName(start)
-		if err := r.client.ZAdd(ctx, k.NextBuckets(), redis.Z{Score: float64(start), Member: name}).Err(); err != nil {
+	starts := slices.Sorted(maps.Keys(buckets))
+	for i := 0; i < len(starts); i += nextChunk {
+		var zs []redis.Z
+		for _, start := range starts[i:min(i+nextChunk, len(starts))] {
+			zs = append(zs, redis.Z{Score: float64(start), Member: aggregate.BucketName(start)})
+		}
+		if err := r.client.ZAdd(ctx, k.NextBuckets(), zs...).Err(); err != nil {
 			return fmt.Errorf("write fresh keys of view %s: %w", view.Name, err)
 		}
+	}
+	w := &nextWriter{r: r, view: view, p: r.client.Pipeline()}
+	for _, start := range starts {
 		expire := view.BucketExpiry(start)
-		if err := r.writeNext(ctx, view, bucketPairs(k, view, name), buckets[start], &expire); err != nil {
-			return err
+		w.write(ctx, bucketPairs(k, view, aggregate.BucketName(start)), buckets[start], &expire)
+		if w.err != nil {
+			break
 		}
 	}
-	return nil
+	return w.flush(ctx)
 }
 
-func (r *Redis) writeNext(ctx context.Context, view *aggregate.View, pairs [][2]string, groups map[string]*aggregate.GroupDelta, expire *time.Time) error {
+// nextWriter writes fresh hashes in pipelines of about nextChunk groups,
+// across buckets: many small buckets do not cost a round trip each.
+type nextWriter struct {
+	r      *Redis
+	view   *aggregate.View
+	p      redis.Pipeliner
+	queued int
+	err    error
+}
+
+func (w *nextWriter) flush(ctx context.Context) error {
+	if w.err == nil && w.queued > 0 {
+		if _, err := w.p.Exec(ctx); err != nil {
+			w.err = fmt.Errorf("write fresh keys of view %s: %w", w.view.Name, err)
+		}
+		w.queued = 0
+	}
+	return w.err
+}
+
+// write queues groups, as whole values, into the fresh hashes of pairs,
+// each with expire if set.
+func (w *nextWriter) write(ctx context.Context, pairs [][2]string, groups map[string]*aggregate.GroupDelta, expire *time.Time) {
+	view := w.view
 	names := make([]string, 0, len(groups))
 	for g := range groups {
 		names = append(names, g)
 	}
 	sort.Strings(names)
-	for start := 0; start < len(names); start += nextChunk {
+	for start := 0; start < len(names) && w.err == nil; start += nextChunk {
 		chunk := names[start:min(start+nextChunk, len(names))]
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			sets := make([][]any, len(pairs))
-			var dels []string
-			for _, g := range chunk {
-				gd := groups[g]
-				if gd.Count == 0 {
-					dels = append(dels, g)
-					continue
-				}
-				sets[0] = append(sets[0], g, gd.Count)
-				for i := range view.Measures {
-					if si := view.SumIndex(i); si >= 0 {
-						sets[i+1] = append(sets[i+1], g, gd.Sums[si].String())
-					} else {
-						sets[i+1] = append(sets[i+1], g, gd.Count)
-					}
+		sets := make([][]any, len(pairs))
+		var dels []string
+		for _, g := range chunk {
+			gd := groups[g]
+			if gd.Count == 0 {
+				dels = append(dels, g)
+				continue
+			}
+			sets[0] = append(sets[0], g, gd.Count)
+			for i := range view.Measures {
+				if si := view.SumIndex(i); si >= 0 {
+					sets[i+1] = append(sets[i+1], g, gd.Sums[si].String())
+				} else {
+					sets[i+1] = append(sets[i+1], g, gd.Count)
 				}
 			}
-			for i, pr := range pairs {
-				if len(sets[i]) > 0 {
-					p.HSet(ctx, pr[1], sets[i]...)
-				}
-				if len(dels) > 0 {
-					p.HDel(ctx, pr[1], dels...)
-				}
-				if expire != nil {
-					p.PExpireAt(ctx, pr[1], *expire)
-				}
+		}
+		for i, pr := range pairs {
+			if len(sets[i]) > 0 {
+				w.p.HSet(ctx, pr[1], sets[i]...)
 			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("write fresh keys of view %s: %w", view.Name, err)
+			if len(dels) > 0 {
+				w.p.HDel(ctx, pr[1], dels...)
+			}
+			if expire != nil {
+				w.p.PExpireAt(ctx, pr[1], *expire)
+			}
+		}
+		if w.queued += len(chunk); w.queued >= nextChunk {
+			w.flush(ctx)
 		}
 	}
-	return nil
 }
 
 // Hold stops the daemons from applying deltas to view for ttl (they retry
