@@ -78,7 +78,7 @@ func TestCompareBucketsNamesTheBucketAndSkipsExpiring(t *testing.T) {
 		cellKey(dying, "Web"): {Count: 1, Sums: []aggregate.Decimal{aggregate.MustDecimal("1")}},
 	}
 	got := &publish.Series{Buckets: map[string]map[string]map[string]string{
-		aggregate.BucketName(h0): {"amount": {"Web": "5"}, "n": {"Web": "3"}},
+		aggregate.BucketName(h0):                        {"amount": {"Web": "5"}, "n": {"Web": "3"}},
 		aggregate.BucketName(now.Add(time.Hour).Unix()): {"amount": {"Phone": "1"}, "n": {"Phone": "1"}},
 	}}
 	groups, drift := compareBuckets(v, want, got, clock)
