@@ -152,6 +152,16 @@ func Compare(view string, want, got map[string]map[string]string) []Diff {
 			}
 		}
 	}
+	// A measure only Redis has (a bucket the scan does not know) differs
+	// in every group.
+	for m, gv := range got {
+		if _, ok := want[m]; ok {
+			continue
+		}
+		for g, x := range gv {
+			diffs = append(diffs, Diff{view, m, g, "", x})
+		}
+	}
 	sort.Slice(diffs, func(i, j int) bool { return diffs[i].String() < diffs[j].String() })
 	return diffs
 }
