@@ -184,3 +184,12 @@ func parseTime(av types.AttributeValue) (int64, error) {
 	}
 	return ms, nil
 }
+
+// Unbucketed returns v without its buckets: the same groups, measures and
+// filter over all time. A stream-time view's buckets, summed while none
+// has expired, telescope to it, which is how a scan can check one.
+func (v *View) Unbucketed() *View {
+	u := *v
+	u.bucket = nil
+	return &u
+}

@@ -83,21 +83,53 @@ func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.
 	if !view.Bucketed() {
 		return nil, fmt.Errorf("series of view %s: the view has no buckets", view.Name)
 	}
-	k := KeysFor(r.prefix, view.Name)
 	// Buckets start on whole seconds: s >= from and s < to hold for the
 	// same s as with both rounded up to the second.
 	lo, hi := ceilUnix(from), ceilUnix(to)
 	rng := &redis.ZRangeBy{Min: strconv.FormatInt(lo, 10), Max: "(" + strconv.FormatInt(max(lo, hi), 10)}
+	s, _, _, err := r.series(ctx, view, rng, false)
+	if err != nil {
+		return nil, err
+	}
+	s.From, s.To = from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339)
+	return s, nil
+}
+
+// SeriesWithFences reads every bucket a bucketed view holds, with its meta
+// hash (the fences the numbers belong to) and Redis's clock, in one
+// MULTI/EXEC. From and To are left empty.
+func (r *Redis) SeriesWithFences(ctx context.Context, view *aggregate.View) (*Series, *Meta, time.Time, error) {
+	if !view.Bucketed() {
+		return nil, nil, time.Time{}, fmt.Errorf("series of view %s: the view has no buckets", view.Name)
+	}
+	s, fields, now, err := r.series(ctx, view, everyBucket, true)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return s, parseMeta(fields), now, nil
+}
+
+// series reads the buckets of the index in rng with the whole meta hash,
+// and with clock the server's clock (not in the daemon's ACL), in one
+// MULTI/EXEC. The transaction reads the
+// index again; if its buckets differ from those the transaction was built
+// for, series reads again.
+func (r *Redis) series(ctx context.Context, view *aggregate.View, rng *redis.ZRangeBy, withClock bool) (*Series, map[string]string, time.Time, error) {
+	k := KeysFor(r.prefix, view.Name)
 	names, err := r.client.ZRangeByScore(ctx, k.Buckets(), rng).Result()
 	if err != nil {
-		return nil, fmt.Errorf("series of view %s: %w", view.Name, err)
+		return nil, nil, time.Time{}, fmt.Errorf("series of view %s: %w", view.Name, err)
 	}
 	for range seriesAttempts {
-		var meta *redis.SliceCmd
+		var meta *redis.MapStringStringCmd
+		var clock *redis.TimeCmd
 		var index *redis.StringSliceCmd
 		hashes := make([][]*redis.MapStringStringCmd, len(names))
 		_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms", lostField)
+			meta = p.HGetAll(ctx, k.Meta())
+			if withClock {
+				clock = p.Time(ctx)
+			}
 			index = p.ZRangeByScore(ctx, k.Buckets(), rng)
 			for i, b := range names {
 				hashes[i] = make([]*redis.MapStringStringCmd, len(view.Measures))
@@ -108,20 +140,17 @@ func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("series of view %s: %w", view.Name, err)
+			return nil, nil, time.Time{}, fmt.Errorf("series of view %s: %w", view.Name, err)
 		}
 		if now := index.Val(); !slices.Equal(now, names) {
 			names = now
 			continue
 		}
-		s := &Series{
-			View: view.Name, From: from.UTC().Format(time.RFC3339), To: to.UTC().Format(time.RFC3339),
-			Buckets: map[string]map[string]map[string]string{},
-		}
-		vals := meta.Val()
-		s.Version = atoi(vals[0])
-		s.UpdatedMS = atoi(vals[1])
-		s.Lost, _ = vals[2].(string)
+		s := &Series{View: view.Name, Buckets: map[string]map[string]map[string]string{}}
+		fields := meta.Val()
+		s.Version = atoi(fields["version"])
+		s.UpdatedMS = atoi(fields["updated_ms"])
+		s.Lost = fields[lostField]
 		for i, b := range names {
 			ms := make(map[string]map[string]string, len(view.Measures))
 			empty := true
@@ -135,9 +164,13 @@ func (r *Redis) Series(ctx context.Context, view *aggregate.View, from, to time.
 				s.Buckets[b] = ms
 			}
 		}
-		return s, nil
+		var now time.Time
+		if clock != nil {
+			now = clock.Val()
+		}
+		return s, fields, now, nil
 	}
-	return nil, fmt.Errorf("series of view %s: its buckets kept changing over %d reads", view.Name, seriesAttempts)
+	return nil, nil, time.Time{}, fmt.Errorf("series of view %s: its buckets kept changing over %d reads", view.Name, seriesAttempts)
 }
 
 func ceilUnix(t time.Time) int64 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +24,11 @@ import (
 var swapSource string
 
 var swapScript = redis.NewScript(swapSource)
+
+//go:embed swap_buckets.lua
+var swapBucketsSource string
+
+var swapBucketsScript = redis.NewScript(swapBucketsSource)
 
 // holdScript sets the hold with a deadline on Redis's own clock (the apply
 // script compares with that clock) and returns the meta hash as it is
@@ -53,6 +60,19 @@ const (
 // Next is the fresh hash that a rebuild fills for the hash named suffix (a
 // measure, or the item counts), in the view's hash slot.
 func (k Keys) Next(suffix string) string { return k.Measure(nextInfix + suffix) }
+
+// NextBucketMeasure is the fresh hash of one measure (or the item counts)
+// of one bucket of a bucketed view.
+func (k Keys) NextBucketMeasure(bucket, suffix string) string { return k.Next(bucket + ":" + suffix) }
+
+// NextBuckets lists, as a sorted set like the index, every bucket a
+// rebuild has written fresh hashes for: the swap and the next run's
+// cleanup find them there (a cluster offers no SCAN of one slot).
+func (k Keys) NextBuckets() string { return k.Next(bucketsSuffix) }
+
+// everyBucket ranges over a whole bucket index, with ZRANGEBYSCORE, which
+// readers may send already.
+var everyBucket = &redis.ZRangeBy{Min: "-inf", Max: "+inf"}
 
 // Meta is what a view's meta hash says about its state.
 type Meta struct {
@@ -96,12 +116,35 @@ func nextPairs(k Keys, view *aggregate.View) [][2]string {
 	return pairs
 }
 
+// bucketPairs is nextPairs for one bucket of a bucketed view.
+func bucketPairs(k Keys, view *aggregate.View, bucket string) [][2]string {
+	pairs := [][2]string{{k.BucketItems(bucket), k.NextBucketMeasure(bucket, itemsSuffix)}}
+	for _, m := range view.Measures {
+		pairs = append(pairs, [2]string{k.BucketMeasure(bucket, m.Name), k.NextBucketMeasure(bucket, m.Name)})
+	}
+	return pairs
+}
+
 // ClearNext deletes a view's fresh keys, left behind by a rebuild that
 // stopped before its swap.
 func (r *Redis) ClearNext(ctx context.Context, view *aggregate.View) error {
 	var keys []string
-	for _, p := range nextPairs(KeysFor(r.prefix, view.Name), view) {
-		keys = append(keys, p[1])
+	k := KeysFor(r.prefix, view.Name)
+	if view.Bucketed() {
+		names, err := r.client.ZRangeByScore(ctx, k.NextBuckets(), everyBucket).Result()
+		if err != nil {
+			return fmt.Errorf("list fresh buckets of view %s: %w", view.Name, err)
+		}
+		for _, b := range names {
+			for _, p := range bucketPairs(k, view, b) {
+				keys = append(keys, p[1])
+			}
+		}
+		keys = append(keys, k.NextBuckets())
+	} else {
+		for _, p := range nextPairs(k, view) {
+			keys = append(keys, p[1])
+		}
 	}
 	// One DEL per key: on a cluster a multi-key DEL must stay in one slot,
 	// which these do, but the client would still split it by node.
@@ -121,48 +164,104 @@ func (r *Redis) ClearNext(ctx context.Context, view *aggregate.View) error {
 // chunks. A group with no items is deleted from them, as the apply script
 // does with the live keys.
 func (r *Redis) WriteNext(ctx context.Context, view *aggregate.View, groups map[string]*aggregate.GroupDelta) error {
+	if view.Bucketed() {
+		return fmt.Errorf("write fresh keys of view %s: the view has buckets", view.Name)
+	}
+	w := &nextWriter{r: r, view: view, p: r.client.Pipeline()}
+	w.write(ctx, nextPairs(KeysFor(r.prefix, view.Name), view), groups, nil)
+	return w.flush(ctx)
+}
+
+// WriteNextBuckets is WriteNext for a bucketed view: groups per bucket
+// start. Each bucket's fresh hashes expire with the bucket, and the swap
+// keeps that expiry; the buckets are listed among the fresh ones before
+// anything is written into them.
+func (r *Redis) WriteNextBuckets(ctx context.Context, view *aggregate.View, buckets map[int64]map[string]*aggregate.GroupDelta) error {
 	k := KeysFor(r.prefix, view.Name)
-	pairs := nextPairs(k, view)
+	starts := slices.Sorted(maps.Keys(buckets))
+	for i := 0; i < len(starts); i += nextChunk {
+		var zs []redis.Z
+		for _, start := range starts[i:min(i+nextChunk, len(starts))] {
+			zs = append(zs, redis.Z{Score: float64(start), Member: aggregate.BucketName(start)})
+		}
+		if err := r.client.ZAdd(ctx, k.NextBuckets(), zs...).Err(); err != nil {
+			return fmt.Errorf("write fresh keys of view %s: %w", view.Name, err)
+		}
+	}
+	w := &nextWriter{r: r, view: view, p: r.client.Pipeline()}
+	for _, start := range starts {
+		expire := view.BucketExpiry(start)
+		w.write(ctx, bucketPairs(k, view, aggregate.BucketName(start)), buckets[start], &expire)
+		if w.err != nil {
+			break
+		}
+	}
+	return w.flush(ctx)
+}
+
+// nextWriter writes fresh hashes in pipelines of about nextChunk groups,
+// across buckets: many small buckets do not cost a round trip each.
+type nextWriter struct {
+	r      *Redis
+	view   *aggregate.View
+	p      redis.Pipeliner
+	queued int
+	err    error
+}
+
+func (w *nextWriter) flush(ctx context.Context) error {
+	if w.err == nil && w.queued > 0 {
+		if _, err := w.p.Exec(ctx); err != nil {
+			w.err = fmt.Errorf("write fresh keys of view %s: %w", w.view.Name, err)
+		}
+		w.queued = 0
+	}
+	return w.err
+}
+
+// write queues groups, as whole values, into the fresh hashes of pairs,
+// each with expire if set.
+func (w *nextWriter) write(ctx context.Context, pairs [][2]string, groups map[string]*aggregate.GroupDelta, expire *time.Time) {
+	view := w.view
 	names := make([]string, 0, len(groups))
 	for g := range groups {
 		names = append(names, g)
 	}
 	sort.Strings(names)
-	for start := 0; start < len(names); start += nextChunk {
+	for start := 0; start < len(names) && w.err == nil; start += nextChunk {
 		chunk := names[start:min(start+nextChunk, len(names))]
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			sets := make([][]any, len(pairs))
-			var dels []string
-			for _, g := range chunk {
-				gd := groups[g]
-				if gd.Count == 0 {
-					dels = append(dels, g)
-					continue
-				}
-				sets[0] = append(sets[0], g, gd.Count)
-				for i := range view.Measures {
-					if si := view.SumIndex(i); si >= 0 {
-						sets[i+1] = append(sets[i+1], g, gd.Sums[si].String())
-					} else {
-						sets[i+1] = append(sets[i+1], g, gd.Count)
-					}
+		sets := make([][]any, len(pairs))
+		var dels []string
+		for _, g := range chunk {
+			gd := groups[g]
+			if gd.Count == 0 {
+				dels = append(dels, g)
+				continue
+			}
+			sets[0] = append(sets[0], g, gd.Count)
+			for i := range view.Measures {
+				if si := view.SumIndex(i); si >= 0 {
+					sets[i+1] = append(sets[i+1], g, gd.Sums[si].String())
+				} else {
+					sets[i+1] = append(sets[i+1], g, gd.Count)
 				}
 			}
-			for i, pr := range pairs {
-				if len(sets[i]) > 0 {
-					p.HSet(ctx, pr[1], sets[i]...)
-				}
-				if len(dels) > 0 {
-					p.HDel(ctx, pr[1], dels...)
-				}
+		}
+		for i, pr := range pairs {
+			if len(sets[i]) > 0 {
+				w.p.HSet(ctx, pr[1], sets[i]...)
 			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("write fresh keys of view %s: %w", view.Name, err)
+			if len(dels) > 0 {
+				w.p.HDel(ctx, pr[1], dels...)
+			}
+			if expire != nil {
+				w.p.PExpireAt(ctx, pr[1], *expire)
+			}
+		}
+		if w.queued += len(chunk); w.queued >= nextChunk {
+			w.flush(ctx)
 		}
 	}
-	return nil
 }
 
 // Hold stops the daemons from applying deltas to view for ttl (they retry
@@ -202,11 +301,55 @@ func (e *SwapRefusedError) Error() string {
 // still holds the view and every fence is still Expect; it moves the
 // fences to New, clears the lost mark and the hold, bumps the version and
 // publishes a reset message. It returns the new version.
+//
+// For a bucketed view every bucket listed in the index or among the fresh
+// ones is swapped: a fresh bucket replaces the live one, a live bucket
+// without a fresh one is deleted, and the index then lists the buckets
+// that hold items. A bucket that entered the index since Swap read it
+// (only possible once the hold has run out) refuses the swap.
 func (r *Redis) Swap(ctx context.Context, view *aggregate.View, token string, fences []FenceMove) (int64, error) {
+	var starts map[string]int64
+	if view.Bucketed() {
+		k := KeysFor(r.prefix, view.Name)
+		live, err := r.client.ZRangeByScoreWithScores(ctx, k.Buckets(), everyBucket).Result()
+		var fresh []redis.Z
+		if err == nil {
+			fresh, err = r.client.ZRangeByScoreWithScores(ctx, k.NextBuckets(), everyBucket).Result()
+		}
+		if err != nil {
+			return 0, fmt.Errorf("swap view %s: list buckets: %w", view.Name, err)
+		}
+		starts = map[string]int64{}
+		for _, z := range append(live, fresh...) {
+			name, _ := z.Member.(string)
+			starts[name] = int64(z.Score)
+		}
+	}
+	return r.swap(ctx, view, token, fences, starts)
+}
+
+// swap runs the swap script; starts names the buckets to swap, by name
+// with their start, for a bucketed view.
+func (r *Redis) swap(ctx context.Context, view *aggregate.View, token string, fences []FenceMove, starts map[string]int64) (int64, error) {
 	k := KeysFor(r.prefix, view.Name)
 	keys := []string{k.Meta()}
-	for _, p := range nextPairs(k, view) {
-		keys = append(keys, p[0], p[1])
+	script := swapScript
+	var buckets []any
+	if view.Bucketed() {
+		script = swapBucketsScript
+		keys = append(keys, k.Buckets(), k.NextBuckets())
+		names := slices.Sorted(maps.Keys(starts))
+		buckets = append(buckets, len(names))
+		for _, b := range names {
+			buckets = append(buckets, b, starts[b])
+			for _, p := range bucketPairs(k, view, b) {
+				keys = append(keys, p[0], p[1])
+			}
+		}
+	} else {
+		for _, p := range nextPairs(k, view) {
+			keys = append(keys, p[0], p[1])
+		}
 	}
 	ts := r.now().UnixMilli()
 	var head strings.Builder
@@ -215,10 +358,11 @@ func (r *Redis) Swap(ctx context.Context, view *aggregate.View, token string, fe
 	head.WriteString(`,"version":`)
 	tail := `,"reset":true,"ts_ms":` + strconv.FormatInt(ts, 10) + `}`
 	args := []any{token, ts, k.Channel(), head.String(), tail, r.publish}
+	args = append(args, buckets...)
 	for _, f := range fences {
 		args = append(args, fencePrefix+f.Shard, f.Expect, f.New)
 	}
-	res, err := swapScript.Run(ctx, r.client, keys, args...).Slice()
+	res, err := script.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
 		return 0, fmt.Errorf("swap view %s: %w", view.Name, err)
 	}

@@ -23,7 +23,7 @@ const swapAttempts = 5
 type Rebuilt struct {
 	View     string
 	Version  int64 // the version the swap published
-	Groups   int   // groups the view holds now
+	Groups   int   // groups the view holds now; for a bucketed view, summed over its buckets
 	CaughtUp int   // stream records folded in between the cut and the swap
 }
 
@@ -115,7 +115,7 @@ func (s *Source) Rebuild(ctx context.Context, views []*aggregate.View, o Options
 	}
 	var out []Rebuilt
 	for i, v := range views {
-		if err := s.Store.WriteNext(ctx, v, c.states[i]); err != nil {
+		if err := s.writeNext(ctx, v, c.states[i]); err != nil {
 			return out, err
 		}
 		s.progress("view %s: %d groups at the cut written to fresh keys", v.Name, len(c.states[i]))
@@ -193,7 +193,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 		final[id] = f
 		recs := c.tail.through(id, f)
 		folded += len(recs)
-		merge(catch, v, v.Fold(id, sh.from, recs, nil).Groups, changed)
+		merge(catch, v, cells(v.Fold(id, sh.from, recs, nil)), changed)
 	}
 	patch := map[string]*aggregate.GroupDelta{}
 	for g := range changed {
@@ -210,7 +210,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 		patch[g] = gd
 		patched[g] = true
 	}
-	if err := s.Store.WriteNext(ctx, v, patch); err != nil {
+	if err := s.writeNext(ctx, v, patch); err != nil {
 		return nil, err
 	}
 	var moves []publish.FenceMove
@@ -240,6 +240,15 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 		}
 	}
 	return &Rebuilt{View: v.Name, Version: version, Groups: groups, CaughtUp: folded}, nil
+}
+
+// writeNext writes groups (cells, for a bucketed view) as whole values
+// into v's fresh keys.
+func (s *Source) writeNext(ctx context.Context, v *aggregate.View, groups map[string]*aggregate.GroupDelta) error {
+	if v.Bucketed() {
+		return s.Store.WriteNextBuckets(ctx, v, byBucket(groups))
+	}
+	return s.Store.WriteNext(ctx, v, groups)
 }
 
 func unionKeys(a, b map[string]string) map[string]bool {

@@ -86,7 +86,9 @@ func (o Options) Validate() error {
 // depends on when a record reached the stream cannot: a scan does not know
 // it.
 func Recountable(v *aggregate.View) error {
-	// Views bucketed by stream time are refused here once they exist.
+	if !v.Recomputable() {
+		return errors.New("its buckets follow stream time (time: stream), which a table scan cannot recount")
+	}
 	return nil
 }
 

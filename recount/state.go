@@ -2,6 +2,7 @@ package recount
 
 import (
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -81,7 +82,43 @@ func contribution(v *aggregate.View, img streamtally.Image) map[string]*aggregat
 	if img == nil {
 		return nil
 	}
-	return v.Fold("", "", []streamtally.Record{{Event: streamtally.Insert, New: img}}, nil).Groups
+	return cells(v.Fold("", "", []streamtally.Record{{Event: streamtally.Insert, New: img}}, nil))
+}
+
+// cells returns a delta's groups keyed so that one map holds any view: a
+// bucketed view's groups are keyed by cellKey(bucket, group), so that
+// everything the recount adds up works per bucket and group alike.
+func cells(d *aggregate.Delta) map[string]*aggregate.GroupDelta {
+	if !d.View.Bucketed() {
+		return d.Groups
+	}
+	out := map[string]*aggregate.GroupDelta{}
+	for b, gs := range d.Buckets {
+		for g, gd := range gs {
+			out[cellKey(b, g)] = gd
+		}
+	}
+	return out
+}
+
+// cellKey names a group of one bucket. The bucket start holds no NUL, so
+// the first NUL splits the two apart whatever the group key holds.
+func cellKey(bucket int64, group string) string {
+	return strconv.FormatInt(bucket, 10) + "\x00" + group
+}
+
+// byBucket splits cells of a bucketed view back into buckets and groups.
+func byBucket(c map[string]*aggregate.GroupDelta) map[int64]map[string]*aggregate.GroupDelta {
+	out := map[int64]map[string]*aggregate.GroupDelta{}
+	for k, gd := range c {
+		i := strings.IndexByte(k, 0)
+		b, _ := strconv.ParseInt(k[:i], 10, 64)
+		if out[b] == nil {
+			out[b] = map[string]*aggregate.GroupDelta{}
+		}
+		out[b][k[i+1:]] = gd
+	}
+	return out
 }
 
 // add records the image the scan read for the item key.

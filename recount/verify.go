@@ -8,19 +8,23 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally/aggregate"
+	"github.com/streamtally/streamtally/publish"
 )
 
 // Drift is one value Redis holds that differs from the table, or a view
 // that cannot be compared at all (Measure and Group empty, Why set).
 type Drift struct {
-	View, Measure, Group string
-	Want, Got            string // "" when absent
-	Why                  string
+	View, Bucket, Measure, Group string // Bucket only for a bucketed view
+	Want, Got                    string // "" when absent
+	Why                          string
 }
 
 func (d Drift) String() string {
 	if d.Why != "" {
 		return fmt.Sprintf("view %s: %s", d.View, d.Why)
+	}
+	if d.Bucket != "" {
+		return fmt.Sprintf("view %s bucket %s measure %s group %q: table %s, redis %s", d.View, d.Bucket, d.Measure, d.Group, show(d.Want), show(d.Got))
 	}
 	return fmt.Sprintf("view %s measure %s group %q: table %s, redis %s", d.View, d.Measure, d.Group, show(d.Want), show(d.Got))
 }
@@ -36,7 +40,7 @@ func show(s string) string {
 type Verified struct {
 	View    string
 	Version int64
-	Groups  int
+	Groups  int // for a bucketed view, groups summed over the buckets compared
 	Drift   []Drift
 }
 
@@ -54,14 +58,28 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 	var out []Verified
 	for i, v := range views {
 		res := Verified{View: v.Name}
-		snap, meta, err := s.Store.SnapshotWithFences(ctx, v)
+		var snap *publish.Snapshot
+		var series *publish.Series
+		var meta *publish.Meta
+		var now time.Time
+		lost := ""
+		if v.Bucketed() {
+			series, meta, now, err = s.Store.SeriesWithFences(ctx, v)
+			if series != nil {
+				res.Version, lost = series.Version, series.Lost
+			}
+		} else {
+			snap, meta, err = s.Store.SnapshotWithFences(ctx, v)
+			if snap != nil {
+				res.Version, lost = snap.Version, snap.Lost
+			}
+		}
 		if err != nil {
 			return out, err
 		}
-		res.Version = snap.Version
 		switch {
-		case snap.Lost != "":
-			res.Drift = append(res.Drift, Drift{View: v.Name, Why: "lost: " + snap.Lost})
+		case lost != "":
+			res.Drift = append(res.Drift, Drift{View: v.Name, Why: "lost: " + lost})
 		case !meta.Exists:
 			res.Drift = append(res.Drift, Drift{View: v.Name, Why: "Redis holds nothing of it; run streamtally backfill"})
 		}
@@ -94,7 +112,12 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 		changed := map[string]bool{}
 		merge(want, v, c.states[i], changed)
 		for id, f := range target {
-			merge(want, v, v.Fold(id, c.tail.shards[id].from, c.tail.through(id, f), nil).Groups, changed)
+			merge(want, v, cells(v.Fold(id, c.tail.shards[id].from, c.tail.through(id, f), nil)), changed)
+		}
+		if v.Bucketed() {
+			res.Groups, res.Drift = compareBuckets(v, want, series, now)
+			out = append(out, res)
+			continue
 		}
 		exp := expected(v, want)
 		res.Groups = len(exp[v.Measures[0].Name])
@@ -124,6 +147,67 @@ func expected(v *aggregate.View, groups map[string]*aggregate.GroupDelta) map[st
 		out[m.Name] = vals
 	}
 	return out
+}
+
+// expiryGuard keeps buckets that expire this close to the snapshot out of
+// the comparison: Redis drops a bucket by its own clock, the daemons stop
+// changing it by theirs, and the recount by its own, so near its expiry
+// the sides may disagree about whether it still counts.
+const expiryGuard = time.Minute
+
+// compareBuckets compares a bucketed view bucket by bucket. Buckets past
+// their retention are out of scope on both sides: the fold drops them and
+// Redis has expired them; so are those about to be (expiryGuard), judged
+// by Redis's clock at the snapshot.
+func compareBuckets(v *aggregate.View, want map[string]*aggregate.GroupDelta, got *publish.Series, now time.Time) (int, []Drift) {
+	live := func(start int64) bool { return v.BucketExpiry(start).After(now.Add(expiryGuard)) }
+	exp := map[string]map[string]map[string]string{}
+	groups := 0
+	for start, gs := range byBucket(want) {
+		if !live(start) {
+			continue
+		}
+		e := expected(v, gs)
+		if len(e[v.Measures[0].Name]) == 0 {
+			continue
+		}
+		groups += len(e[v.Measures[0].Name])
+		exp[aggregate.BucketName(start)] = e
+	}
+	var out []Drift
+	for b, e := range exp {
+		for _, d := range compare(v.Name, e, got.Buckets[b]) {
+			d.Bucket = b
+			out = append(out, d)
+		}
+	}
+	for b, ms := range got.Buckets {
+		if _, ok := exp[b]; ok {
+			continue
+		}
+		// A name that is no bucket start is drift like any other.
+		if t, err := time.Parse(time.RFC3339, b); err == nil && !live(t.Unix()) {
+			continue
+		}
+		none := map[string]map[string]string{}
+		for _, m := range v.Measures {
+			none[m.Name] = nil
+		}
+		for _, d := range compare(v.Name, none, ms) {
+			d.Bucket = b
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Bucket != out[j].Bucket {
+			return out[i].Bucket < out[j].Bucket
+		}
+		if out[i].Measure != out[j].Measure {
+			return out[i].Measure < out[j].Measure
+		}
+		return out[i].Group < out[j].Group
+	})
+	return groups, out
 }
 
 func compare(view string, want, got map[string]map[string]string) []Drift {

@@ -33,6 +33,22 @@ import (
 // backfill, rebuild and verify are operator commands, not the task's.
 func newRecountEnv(t *testing.T) *env {
 	t.Helper()
+	return newRecountEnvWithViews(t, viewsYAML)
+}
+
+// recountBucketView is a bucketed view with a filter, by the items' own
+// time (the sort key: the preloaded items fall into 60 minutes of 2018,
+// loadgen's into minutes of 2019), kept for a century so that no bucket
+// expires; churned amounts move items in and out of its filter.
+const recountBucketView = `  - name: big_per_minute
+    group_by: [platform]
+    measures: {donations: count, amount: sum(amount)}
+    bucket: {size: 1m, time: donatedAt, retention: 36500d}
+    where: {amount: {gte: 100}}
+`
+
+func newRecountEnvWithViews(t *testing.T, views string) *env {
+	t.Helper()
 	name := strings.NewReplacer("/", "_").Replace(t.Name())
 	srv := testenv.NewRedis(t)
 	e := &env{
@@ -42,6 +58,7 @@ func newRecountEnv(t *testing.T) *env {
 		table:     "Donations_" + name,
 		app:       "app_" + name,
 		prefix:    "tally",
+		viewsYAML: views,
 	}
 	// The churn's conditional writes fail now and then, and DynamoDB
 	// Local's error responses carry a CRC32 the SDK would warn about.
@@ -276,17 +293,20 @@ func TestBackfillSeedsExistingItemsWhileWritesContinue(t *testing.T) {
 }
 
 // verify is exact while the table takes writes, and names every group
-// whose numbers differ after they are tampered with.
+// whose numbers differ after they are tampered with; so for a bucketed view
+// with a filter, which backfill and rebuild count exactly under writes.
 func TestVerifyFindsInjectedDriftAndPassesOnCleanData(t *testing.T) {
 	const n = 3000
-	e := newRecountEnv(t)
+	e := newRecountEnvWithViews(t, viewsYAML+recountBucketView)
 	e.createTableWithoutStream()
 	e.preload(n)
 	e.enableStream()
 	e.start("w1")
 	stop := e.churn(n, 2)
 	e.mustRun("backfill")
-	e.mustRun("verify", "--segments", "2", "--rate", "2000")
+	if out := e.mustRun("verify", "--segments", "2", "--rate", "2000"); !strings.Contains(out, "view big_per_minute: equals the table") {
+		t.Errorf("verify does not vouch for the bucketed view:\n%s", out)
+	}
 	stop()
 	e.waitExact(60 * time.Second)
 
@@ -303,6 +323,25 @@ func TestVerifyFindsInjectedDriftAndPassesOnCleanData(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// In the bucketed view: a value changed in one bucket, and a bucket the
+	// table does not have.
+	bk := publish.KeysFor(e.prefix, "big_per_minute")
+	const tampered, invented = "2018-01-01T00:07:00Z", "2018-01-02T00:00:00Z"
+	groups, err := e.rdb.HKeys(ctx, bk.BucketMeasure(tampered, "amount")).Result()
+	if err != nil || len(groups) == 0 {
+		t.Fatalf("bucket %s of big_per_minute holds %v (%v)", tampered, groups, err)
+	}
+	if err := e.rdb.HSet(ctx, bk.BucketMeasure(tampered, "amount"), groups[0], "0.5").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"donations", "amount", "_items"} {
+		if err := e.rdb.HSet(ctx, bk.BucketMeasure(invented, m), "Web", "1").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.rdb.ZAdd(ctx, bk.Buckets(), redis.Z{Score: 1514851200, Member: invented}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	code, out, errOut := e.streamtally("verify")
 	if code != 1 {
 		t.Fatalf("verify after tampering: exit %d, want 1\n%s\n%s", code, out, errOut)
@@ -312,6 +351,8 @@ func TestVerifyFindsInjectedDriftAndPassesOnCleanData(t *testing.T) {
 		`view by_platform measure amount group "Phone"`,
 		`view by_platform measure amount group "Mail": table `,
 		`view by_platform measure donations group "Mail": table `,
+		fmt.Sprintf(`view big_per_minute bucket %s measure amount group %q: table `, tampered, groups[0]),
+		fmt.Sprintf(`view big_per_minute bucket %s measure donations group "Web": table (none), redis 1`, invented),
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("verify output lacks %q:\n%s", want, out)
@@ -324,12 +365,37 @@ func TestVerifyFindsInjectedDriftAndPassesOnCleanData(t *testing.T) {
 		t.Errorf("verify does not say the untouched view is clean:\n%s", out)
 	}
 
+	if strings.Contains(out, "bucket "+tampered+" measure donations") {
+		t.Errorf("verify reports drift in a measure left alone:\n%s", out)
+	}
+	// The full-scan check the tests rely on sees the same buckets.
+	diffs, err := loadgen.Check(ctx, e.ddb, e.table, e.store, e.views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, d := range diffs {
+		if d.View == "big_per_minute" {
+			seen[d.Measure+" "+d.Group] = true
+		}
+	}
+	if !seen[tampered+" amount "+groups[0]] || !seen[invented+" donations Web"] {
+		t.Errorf("loadgen.Check misses the tampered buckets: %v", diffs)
+	}
+
 	// rebuild repairs it while writes go on, and tells subscribers.
 	sub := e.subscribe()
 	stop = e.churn(n, 3)
 	e.mustRun("rebuild", "--view", "by_platform")
 	e.mustRun("verify", "--view", "by_platform")
+	e.mustRun("rebuild", "--view", "big_per_minute")
+	if out := e.mustRun("verify", "--view", "big_per_minute"); !strings.Contains(out, "view big_per_minute: equals the table") {
+		t.Errorf("verify does not vouch for the rebuilt bucketed view:\n%s", out)
+	}
 	stop()
+	if n, _ := e.rdb.Exists(ctx, bk.BucketItems(invented), bk.NextBuckets()).Result(); n != 0 {
+		t.Errorf("%d keys left of the invented bucket or the fresh list after the rebuild", n)
+	}
 	e.waitExact(60 * time.Second)
 	waitFor(t, 10*time.Second, "a reset message on by_platform", func() bool {
 		sub.mu.Lock()
@@ -384,6 +450,16 @@ func TestRecountCommandsRejectBadFlags(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("source:\n  table: T\n"+viewsYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A filtered view is recounted like any other; one bucketed by stream
+	// time cannot be.
+	streamCfg := filepath.Join(t.TempDir(), "s.yaml")
+	if err := os.WriteFile(streamCfg, []byte("source:\n  table: T\n"+viewsYAML+recountBucketView+`  - name: per_minute
+    group_by: [platform]
+    measures: {donations: count}
+    bucket: {size: 1m, time: stream, retention: 1d}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -395,6 +471,8 @@ func TestRecountCommandsRejectBadFlags(t *testing.T) {
 		{[]string{"backfill", "--config", cfg, "--page-size", "0"}, "backfill: --page-size must be at least 1"},
 		{[]string{"rebuild", "--config", cfg, "--view", "by_platform", "--hold", "10ms"}, "rebuild: --hold must be at least 1s"},
 		{[]string{"verify", "--config", cfg, "--bogus"}, "verify: flag provided but not defined: -bogus"},
+		{[]string{"verify", "--config", streamCfg}, "verify: view per_minute: its buckets follow stream time (time: stream), which a table scan cannot recount"},
+		{[]string{"rebuild", "--config", streamCfg, "--view", "per_minute"}, "rebuild: view per_minute: its buckets follow stream time (time: stream), which a table scan cannot recount"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
