@@ -9,8 +9,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"golang.org/x/time/rate"
 
 	"github.com/streamtally/streamtally"
@@ -85,7 +83,7 @@ func (s *Source) scanTable(ctx context.Context, keys []string, o Options, add fu
 					return
 				}
 				for _, it := range out.Items {
-					img := toStreamImage(it)
+					img := streamtally.ItemImage(it)
 					k, ok := itemKey(keys, img)
 					if !ok {
 						errs <- fmt.Errorf("scan %s: an item without a readable key", s.Table)
@@ -110,44 +108,4 @@ func (s *Source) scanTable(ctx context.Context, keys []string, o Options, add fu
 	}
 	s.progress("scan: done, %d items read (%d pages, %d segments)", read.Load(), pages.Load(), o.Segments)
 	return read.Load(), nil
-}
-
-// toStreamImage converts a DynamoDB item to the DynamoDB Streams type,
-// which the SDK declares separately although the shapes are the same.
-func toStreamImage(it map[string]ddbtypes.AttributeValue) streamtally.Image {
-	out := make(streamtally.Image, len(it))
-	for k, v := range it {
-		out[k] = toStream(v)
-	}
-	return out
-}
-
-func toStream(av ddbtypes.AttributeValue) types.AttributeValue {
-	switch v := av.(type) {
-	case *ddbtypes.AttributeValueMemberS:
-		return &types.AttributeValueMemberS{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberN:
-		return &types.AttributeValueMemberN{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberB:
-		return &types.AttributeValueMemberB{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberBOOL:
-		return &types.AttributeValueMemberBOOL{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberNULL:
-		return &types.AttributeValueMemberNULL{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberSS:
-		return &types.AttributeValueMemberSS{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberNS:
-		return &types.AttributeValueMemberNS{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberBS:
-		return &types.AttributeValueMemberBS{Value: v.Value}
-	case *ddbtypes.AttributeValueMemberL:
-		l := make([]types.AttributeValue, len(v.Value))
-		for i, e := range v.Value {
-			l[i] = toStream(e)
-		}
-		return &types.AttributeValueMemberL{Value: l}
-	case *ddbtypes.AttributeValueMemberM:
-		return &types.AttributeValueMemberM{Value: toStreamImage(v.Value)}
-	}
-	return nil
 }

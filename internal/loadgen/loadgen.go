@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	streamtypes "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/streamtally/streamtally"
 )
@@ -247,48 +246,8 @@ func Scan(ctx context.Context, ddb *dynamodb.Client, table string) ([]streamtall
 			return nil, fmt.Errorf("scan %s: %w", table, err)
 		}
 		for _, it := range page.Items {
-			out = append(out, ToStreamImage(it))
+			out = append(out, streamtally.ItemImage(it))
 		}
 	}
 	return out, nil
-}
-
-// ToStreamImage converts a DynamoDB item to the DynamoDB Streams type,
-// which the SDK declares separately although the shapes are the same.
-func ToStreamImage(it map[string]types.AttributeValue) streamtally.Image {
-	out := make(streamtally.Image, len(it))
-	for k, v := range it {
-		out[k] = toStream(v)
-	}
-	return out
-}
-
-func toStream(av types.AttributeValue) streamtypes.AttributeValue {
-	switch v := av.(type) {
-	case *types.AttributeValueMemberS:
-		return &streamtypes.AttributeValueMemberS{Value: v.Value}
-	case *types.AttributeValueMemberN:
-		return &streamtypes.AttributeValueMemberN{Value: v.Value}
-	case *types.AttributeValueMemberB:
-		return &streamtypes.AttributeValueMemberB{Value: v.Value}
-	case *types.AttributeValueMemberBOOL:
-		return &streamtypes.AttributeValueMemberBOOL{Value: v.Value}
-	case *types.AttributeValueMemberNULL:
-		return &streamtypes.AttributeValueMemberNULL{Value: v.Value}
-	case *types.AttributeValueMemberSS:
-		return &streamtypes.AttributeValueMemberSS{Value: v.Value}
-	case *types.AttributeValueMemberNS:
-		return &streamtypes.AttributeValueMemberNS{Value: v.Value}
-	case *types.AttributeValueMemberBS:
-		return &streamtypes.AttributeValueMemberBS{Value: v.Value}
-	case *types.AttributeValueMemberL:
-		l := make([]streamtypes.AttributeValue, len(v.Value))
-		for i, e := range v.Value {
-			l[i] = toStream(e)
-		}
-		return &streamtypes.AttributeValueMemberL{Value: l}
-	case *types.AttributeValueMemberM:
-		return &streamtypes.AttributeValueMemberM{Value: ToStreamImage(v.Value)}
-	}
-	return nil
 }
