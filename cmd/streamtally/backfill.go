@@ -66,11 +66,25 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 		}
 		views = pick
 	}
+	// Named, a view that cannot be recounted is an error; among all views
+	// it is passed over, so that one such view does not keep the others
+	// from being recounted.
+	recountable := views[:0:0]
 	for _, v := range views {
-		if err := recount.Recountable(v); err != nil {
+		err := recount.Recountable(v)
+		switch {
+		case err != nil && f.view != "":
 			return nil, nil, nil, nil, usageError(fmt.Sprintf("%s: view %s: %v", name, v.Name, err))
+		case err != nil:
+			fmt.Fprintf(stderr, "%s: skipping view %s: %v\n", name, v.Name, err)
+		default:
+			recountable = append(recountable, v)
 		}
 	}
+	if len(recountable) == 0 {
+		return nil, nil, nil, nil, usageError(name + ": no view of the configuration can be recounted from the table")
+	}
+	views = recountable
 	src, err := openSource(ctx, cfg)
 	if err != nil {
 		return nil, nil, nil, nil, err

@@ -460,6 +460,19 @@ func TestRecountCommandsRejectBadFlags(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Without --view such a view is passed over; with nothing else left
+	// there is nothing to do.
+	streamOnlyCfg := filepath.Join(t.TempDir(), "o.yaml")
+	if err := os.WriteFile(streamOnlyCfg, []byte(`source:
+  table: T
+views:
+  - name: per_minute
+    group_by: [platform]
+    measures: {donations: count}
+    bucket: {size: 1m, time: stream, retention: 1d}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -471,7 +484,8 @@ func TestRecountCommandsRejectBadFlags(t *testing.T) {
 		{[]string{"backfill", "--config", cfg, "--page-size", "0"}, "backfill: --page-size must be at least 1"},
 		{[]string{"rebuild", "--config", cfg, "--view", "by_platform", "--hold", "10ms"}, "rebuild: --hold must be at least 1s"},
 		{[]string{"verify", "--config", cfg, "--bogus"}, "verify: flag provided but not defined: -bogus"},
-		{[]string{"verify", "--config", streamCfg}, "verify: view per_minute: its buckets follow stream time (time: stream), which a table scan cannot recount"},
+		{[]string{"verify", "--config", streamCfg, "--view", "per_minute"}, "verify: view per_minute: its buckets follow stream time (time: stream), which a table scan cannot recount"},
+		{[]string{"backfill", "--config", streamOnlyCfg}, "backfill: no view of the configuration can be recounted from the table"},
 		{[]string{"rebuild", "--config", streamCfg, "--view", "per_minute"}, "rebuild: view per_minute: its buckets follow stream time (time: stream), which a table scan cannot recount"},
 	}
 	for _, c := range cases {
