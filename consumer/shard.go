@@ -27,14 +27,27 @@ func (o outcome) String() string {
 	return [...]string{"stopped", "ended", "lost"}[o]
 }
 
+// catchUpCheckpointEvery spaces checkpoints while a reader is behind and
+// reads full pages back to back. A checkpoint is a conditional write to
+// the lease table, a round trip that would otherwise come with every page;
+// the per-view fences make the replay it saves (at most this much reading
+// after a crash) harmless. A reader at the tip checkpoints every batch.
+const catchUpCheckpointEvery = time.Second
+
 // shardReader reads one leased shard from its checkpoint on.
 type shardReader struct {
 	w       *Worker
 	shard   Shard
-	last    string                  // last applied and checkpointed sequence number
+	last    string                  // last sequence number every view holds
 	initial types.ShardIteratorType // where to start without a checkpoint
 	log     *slog.Logger
 	prog    *progress
+
+	// Applied but not yet checkpointed: always a suffix of what last
+	// covers, written at the next checkpoint.
+	pending        int
+	pendingCreated time.Time
+	checkpointedAt time.Time
 }
 
 // run reads until readCtx ends, the shard ends, or the lease is lost.
@@ -42,6 +55,18 @@ type shardReader struct {
 // but the batch already read is applied and checkpointed, unless the grace
 // period runs out first.
 func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
+	o := r.read(readCtx, workCtx)
+	if o == stopped {
+		// Hand the lease over with everything applied checkpointed, so
+		// that the next owner starts where this one stopped.
+		if lo, ok := r.flush(workCtx); !ok {
+			return lo
+		}
+	}
+	return o
+}
+
+func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 	iter, ok := r.iterator(readCtx)
 	if !ok {
 		if readCtx.Err() != nil {
@@ -62,6 +87,12 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 		if err != nil {
 			var expired *types.ExpiredIteratorException
 			var trimmed *types.TrimmedDataAccessException
+			if errors.As(err, &expired) || errors.As(err, &trimmed) {
+				// A new iterator starts from what is checkpointed.
+				if o, ok := r.flush(workCtx); !ok {
+					return o
+				}
+			}
 			switch {
 			case errors.As(err, &expired):
 				r.w.stats.ExpiredIterators.Add(1)
@@ -93,6 +124,13 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 		r.prog.read(recs)
 		if len(recs) > 0 {
 			if o, ok := r.apply(workCtx, recs); !ok {
+				return o
+			}
+		}
+		// A full page says more is waiting; anything less, the tip.
+		full := len(recs) >= r.w.opt.BatchSize && out.NextShardIterator != nil
+		if r.pending > 0 && (!full || time.Since(r.checkpointedAt) >= catchUpCheckpointEvery) {
+			if o, ok := r.flush(workCtx); !ok {
 				return o
 			}
 		}
@@ -134,12 +172,23 @@ func (r *shardReader) apply(ctx context.Context, recs []streamtally.Record) (out
 	if r.w.opt.Observer != nil {
 		r.w.opt.Observer.BatchApplied(r.shard.ID, len(recs), time.Since(start))
 	}
-	seq := recs[len(recs)-1].SequenceNumber
-	if o, ok := r.checkpoint(ctx, seq); !ok {
+	r.last = recs[len(recs)-1].SequenceNumber
+	r.pending += len(recs)
+	r.pendingCreated = recs[len(recs)-1].Created
+	return 0, true
+}
+
+// flush checkpoints what was applied since the last checkpoint.
+func (r *shardReader) flush(ctx context.Context) (outcome, bool) {
+	if r.pending == 0 {
+		return 0, true
+	}
+	if o, ok := r.checkpoint(ctx, r.last); !ok {
 		return o, false
 	}
-	r.last = seq
-	r.prog.checkpointed(recs[len(recs)-1].Created, len(recs))
+	r.prog.checkpointed(r.pendingCreated, r.pending)
+	r.pending = 0
+	r.checkpointedAt = time.Now()
 	return 0, true
 }
 
@@ -147,6 +196,10 @@ func (r *shardReader) apply(ctx context.Context, recs []streamtally.Record) (out
 func (r *shardReader) finish(ctx context.Context) outcome {
 	if o, ok := r.checkpoint(ctx, ShardEnd); !ok {
 		return o
+	}
+	if r.pending > 0 {
+		r.prog.checkpointed(r.pendingCreated, r.pending)
+		r.pending = 0
 	}
 	r.log.Info("shard ended")
 	return ended
