@@ -15,7 +15,6 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/internal/loadgen"
 )
 
@@ -150,7 +149,7 @@ func TestBucketsAndFiltersEqualFullScan(t *testing.T) {
 	}
 	t.Logf("150 inserts (%d with a bad time), then %v", badTimes, ops)
 
-	e.waitBucketsExact(90 * time.Second)
+	e.waitExact(90 * time.Second)
 	e.checkDeltas(sub)
 
 	lines := logLines(d.logText(), "record contributes nothing")
@@ -234,104 +233,4 @@ func (e *env) seriesMeasures(v *aggregate.View) map[string]map[string]string {
 		}
 	}
 	return out
-}
-
-// bucketDiffs compares every view with a full scan: views without buckets
-// as loadgen.Check does, bucketed views bucket by bucket, and a stream-time
-// view, which no scan can recompute, by its buckets summed over all time,
-// which telescope to the totals.
-func (e *env) bucketDiffs() []loadgen.Diff {
-	e.t.Helper()
-	items, err := loadgen.Scan(context.Background(), e.ddb, e.table)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var diffs []loadgen.Diff
-	for _, v := range e.views {
-		switch {
-		case !v.Bucketed():
-			snap, err := e.store.Snapshot(context.Background(), v)
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			diffs = append(diffs, loadgen.Compare(v.Name, loadgen.Expected(v, v.Totals(items)), snap.Measures)...)
-		case v.Recomputable():
-			want := map[string]map[string]string{}
-			for b, groups := range v.BucketTotals(items) {
-				for m, vals := range loadgen.Expected(v, groups) {
-					want[aggregate.BucketName(b)+" "+m] = vals
-				}
-			}
-			diffs = append(diffs, loadgen.Compare(v.Name, want, e.seriesMeasures(v))...)
-		default:
-			got := map[string]map[string]string{}
-			for bm, groups := range e.seriesMeasures(v) {
-				m := bm[strings.IndexByte(bm, ' ')+1:]
-				if got[m] == nil {
-					got[m] = map[string]string{}
-				}
-				for g, val := range groups {
-					sum := aggregate.MustDecimal(got[m][g] + "0").Add(aggregate.MustDecimal(val))
-					got[m][g] = sum.String()
-				}
-			}
-			for m, groups := range got {
-				for g, val := range groups {
-					if val == "0" {
-						delete(groups, g)
-					}
-				}
-				if len(groups) == 0 {
-					delete(got, m)
-				}
-			}
-			want := loadgen.Expected(v, e.unbucketed(v).Totals(items))
-			for m, groups := range want {
-				if len(groups) == 0 {
-					delete(want, m)
-				}
-			}
-			diffs = append(diffs, loadgen.Compare(v.Name, want, got)...)
-		}
-	}
-	return diffs
-}
-
-// unbucketed is v without its buckets.
-func (e *env) unbucketed(v *aggregate.View) *aggregate.View {
-	cfg, err := config.Load(e.config("check", ""))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, c := range cfg.Views {
-		if c.Name == v.Name {
-			c.Bucket = nil
-			return aggregate.NewView(c)
-		}
-	}
-	e.t.Fatalf("no view %s", v.Name)
-	return nil
-}
-
-func (e *env) waitBucketsExact(timeout time.Duration) {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var diffs []loadgen.Diff
-	for {
-		if diffs = e.bucketDiffs(); len(diffs) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	for i, d := range diffs {
-		if i == 20 {
-			e.t.Errorf("... and %d more", len(diffs)-20)
-			break
-		}
-		e.t.Errorf("drift: %s", d)
-	}
-	e.t.FailNow()
 }
