@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamtally/streamtally/internal/testenv"
 )
 
 // buildDaemon builds cmd/streamtally, so that what is measured is the
@@ -45,9 +47,9 @@ type daemon struct {
 	cmd     *exec.Cmd
 	metrics string
 	started time.Time
-	log     syncBuffer    // the daemon's stdout and stderr, shown when it fails
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // how it exited, once exited is closed
+	log     testenv.SyncBuffer // the daemon's stdout and stderr, shown when it fails
+	exited  chan struct{}      // closed when the process has exited
+	waitErr error              // how it exited, once exited is closed
 	stopped sync.Once
 }
 
@@ -212,23 +214,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer is a buffer the process's output goroutines write while the
-// harness may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

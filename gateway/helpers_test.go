@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,24 +34,6 @@ var testViews = []config.View{
 	{Name: "b", GroupBy: []string{"g"}, Parsed: []config.Measure{{Name: "n", Func: "count"}}},
 }
 
-// syncBuffer is a log sink that tests read while the gateway writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // gw is a running gateway on the shared redis-server, under a prefix of
 // its own, with a writer that plays the daemon's part of the contract.
 type gw struct {
@@ -61,7 +41,7 @@ type gw struct {
 	url    string
 	rdb    redis.UniversalClient
 	prefix string
-	log    *syncBuffer
+	log    *testenv.SyncBuffer
 	srv    *gateway.Server
 }
 
@@ -91,7 +71,7 @@ func newPrefix() string { return fmt.Sprintf("gw%d.%d", time.Now().UnixNano(), p
 
 func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, rdb redis.UniversalClient, prefix string, views []config.View) *gw {
 	t.Helper()
-	g := &gw{t: t, log: &syncBuffer{}, rdb: rdb, prefix: prefix}
+	g := &gw{t: t, log: &testenv.SyncBuffer{}, rdb: rdb, prefix: prefix}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
