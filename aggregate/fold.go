@@ -36,6 +36,11 @@ type Delta struct {
 	// Buckets holds, for a bucketed view, the net change per bucket (its
 	// start in Unix seconds) and group; Groups is then empty.
 	Buckets map[int64]map[string]*GroupDelta
+	// NewEpoch asks the store to start a new epoch of the view with this
+	// delta, unless the view's epoch is no longer EpochSeen: another
+	// reader started one since, and versions after it are new already.
+	NewEpoch  bool
+	EpochSeen string
 }
 
 // Empty reports whether applying d would change nothing a reader can see.

@@ -32,9 +32,10 @@ type Store interface {
 
 // Fence is what a store holds of one view for one shard.
 type Fence struct {
-	Seq  string // the last sequence number applied; "" for none
-	Held bool   // the store holds the view at all
-	Lost string // why the view was marked lost; "" while it is not
+	Seq   string // the last sequence number applied; "" for none
+	Held  bool   // the store holds the view at all
+	Lost  string // why the view was marked lost; "" while it is not
+	Epoch string // the view's epoch; "" before its first apply
 }
 
 // ViewLostError means a view's data in the store is incomplete: it can no
@@ -82,7 +83,10 @@ type Tally struct {
 
 	mu     sync.Mutex
 	fences map[string]map[string]string // shard -> view -> fence
-	lost   map[string]string            // view -> why it is lost
+	// renew holds, per shard, the views whose next apply starts a new
+	// epoch, with the epoch they had when the shard was opened.
+	renew map[string]map[string]string
+	lost  map[string]string // view -> why it is lost
 }
 
 // Stats counts what the fold has seen.
@@ -111,7 +115,7 @@ func (s *Stats) RejectedBy() map[string]int64 {
 
 // NewTally returns a Tally over views that applies to store.
 func NewTally(views []*View, store Store, log *slog.Logger) *Tally {
-	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]string{}, lost: map[string]string{}}
+	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]string{}, renew: map[string]map[string]string{}, lost: map[string]string{}}
 }
 
 // ViewNames returns the names of the views, in configuration order.
@@ -132,6 +136,52 @@ func (t *Tally) Lost() map[string]string {
 
 // Stats returns the live counters.
 func (t *Tally) Stats() *Stats { return &t.stats }
+
+// OpenShard is told that this process now reads shard, whose checkpoint
+// is checkpoint ("" for none); takeover says the lease was taken from a
+// reader that did not release it. It reads what the store holds of the
+// shard and returns the nearest fence of the views that hold one ("" for
+// none) and whether every view holds one, so that the reader starts where
+// every view needs it to.
+//
+// Every view applied at least through the checkpoint, so a view whose
+// fence is behind it lost data. A view whose fence is ahead of it, or any
+// view after a takeover, may have versions that subscribers saw and Redis
+// no longer holds (a failover that lost the last writes, with the reader
+// that wrote them gone): its next apply starts a new epoch, so that no
+// version is ever issued twice with different contents.
+func (t *Tally) OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (nearest string, all bool, err error) {
+	f, err := t.open(ctx, shard, checkpoint, takeover)
+	if err != nil {
+		return "", false, err
+	}
+	all = true
+	first := true
+	for _, v := range t.views {
+		seq, ok := f[v.Name]
+		if !ok {
+			all = false
+			continue
+		}
+		if first || streamtally.SeqLess(seq, nearest) {
+			nearest, first = seq, false
+		}
+	}
+	return nearest, all, nil
+}
+
+// RecordsLost is told that records of shard were lost before they were
+// read (trimmed from the stream, or a shard gone with records unread):
+// no view can be brought up to date from the stream any more, so every
+// one is marked lost.
+func (t *Tally) RecordsLost(ctx context.Context, shard, reason string) error {
+	for _, v := range t.views {
+		if err := t.markLost(ctx, v.Name, reason+"; run streamtally backfill"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // HandleBatch folds one shard's batch, which follows the shard's checkpoint
 // after, into every view and applies it. It returns nil only once every
@@ -169,6 +219,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			}
 			reject = nil
 		}
+		d.EpochSeen, d.NewEpoch = t.renewal(shard, v.Name)
 		// A delta without groups is applied all the same: the fence must
 		// reach every record checkpointed, or a store that lost data could
 		// not be told from one that had nothing to do.
@@ -179,6 +230,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 		case err == nil:
 			t.stats.Applied.Add(1)
 			t.setFence(shard, v.Name, d.Through)
+			t.renewed(shard, v.Name)
 			t.noteWhole(v.Name)
 			return nil
 		case errors.As(err, &moved) && behind(moved.Current, d.After):
@@ -262,9 +314,8 @@ func (t *Tally) reject(r Rejection) {
 		"event", r.Record.Event.String(), "key", KeyString(r.Record.Keys), "kind", r.Reason.Kind, "reason", r.Reason.Text)
 }
 
-// shardFences returns the fences of shard, read from the store when the
-// shard is new to this process. Every view applied at least through the
-// shard's checkpoint after, so a view whose fence is behind it lost data.
+// shardFences returns the fences of shard, opening it first when the
+// shard is new to this process (a caller that did not call OpenShard).
 func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[string]string, error) {
 	t.mu.Lock()
 	f, ok := t.fences[shard]
@@ -272,22 +323,36 @@ func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[strin
 	if ok {
 		return maps.Clone(f), nil
 	}
+	f, err := t.open(ctx, shard, after, false)
+	if err != nil {
+		return nil, err
+	}
+	return maps.Clone(f), nil
+}
+
+// open reads the fences of shard from the store, marks lost the views
+// that hold less than checkpoint, notes the views whose next apply starts
+// a new epoch, and caches the fences.
+func (t *Tally) open(ctx context.Context, shard, checkpoint string, takeover bool) (map[string]string, error) {
 	held, err := t.store.Fences(ctx, shard)
 	if err != nil {
 		return nil, fmt.Errorf("read fences of shard %s: %w", shard, err)
 	}
-	f = make(map[string]string, len(held))
+	f := make(map[string]string, len(held))
+	renew := map[string]string{}
 	for _, v := range t.views {
 		h := held[v.Name]
 		switch {
 		case h.Lost != "":
 			t.noteLost(v.Name, h.Lost)
-		case !h.Held && after != "":
+		case !h.Held && checkpoint != "":
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
-				"Redis holds nothing of the view, but shard %s was read through %s: a new view, or Redis lost its data; run streamtally backfill", shard, after))
-		case behind(h.Seq, after):
+				"Redis holds nothing of the view, but shard %s was read through %s: a new view, or Redis lost its data; run streamtally backfill", shard, checkpoint))
+		case behind(h.Seq, checkpoint):
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
-				"shard %s was read through %s but Redis holds it only through %q: Redis lost writes", shard, after, h.Seq))
+				"shard %s was read through %s but Redis holds it only through %q: Redis lost writes", shard, checkpoint, h.Seq))
+		case takeover || h.Seq != checkpoint:
+			renew[v.Name] = h.Epoch
 		}
 		if err != nil {
 			return nil, err
@@ -298,8 +363,24 @@ func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[strin
 	}
 	t.mu.Lock()
 	t.fences[shard] = f
+	t.renew[shard] = renew
 	t.mu.Unlock()
-	return maps.Clone(f), nil
+	return f, nil
+}
+
+// renewal says whether view's next apply on shard starts a new epoch, and
+// the epoch the view had when the shard was opened.
+func (t *Tally) renewal(shard, view string) (seen string, renew bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	seen, renew = t.renew[shard][view]
+	return seen, renew
+}
+
+func (t *Tally) renewed(shard, view string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.renew[shard], view)
 }
 
 func (t *Tally) setFence(shard, view, seq string) {
@@ -315,6 +396,7 @@ func (t *Tally) setFence(shard, view, seq string) {
 func (t *Tally) ShardReleased(shard string) {
 	t.mu.Lock()
 	delete(t.fences, shard)
+	delete(t.renew, shard)
 	t.mu.Unlock()
 	t.letters.forget(shard)
 }

@@ -29,6 +29,12 @@ func (h *images) HandleBatch(_ context.Context, _, _ string, recs []streamtally.
 
 func (h *images) ShardReleased(string) {}
 
+func (h *images) OpenShard(context.Context, string, string, bool) (string, bool, error) {
+	return "", false, nil
+}
+
+func (h *images) RecordsLost(context.Context, string, string) error { return nil }
+
 func (h *images) get(seq string) (streamtally.Record, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -112,6 +112,50 @@ type recorder struct {
 	// hook, if set, runs at the start of every call; an error from it
 	// fails the call.
 	hook func(ctx context.Context, shard string, seqs []string) error
+	// holds, if set, says how far the views hold a shard: OpenShard's
+	// answer. Without, they hold nothing.
+	holds  func(shard string) (nearest string, all bool)
+	opened []opening
+	losses []loss
+}
+
+// opening is one OpenShard call.
+type opening struct {
+	shard, checkpoint string
+	takeover          bool
+}
+
+// loss is one RecordsLost call.
+type loss struct{ shard, reason string }
+
+func (r *recorder) OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opened = append(r.opened, opening{shard, checkpoint, takeover})
+	if r.holds != nil {
+		nearest, all := r.holds(shard)
+		return nearest, all, nil
+	}
+	return "", false, nil
+}
+
+func (r *recorder) RecordsLost(ctx context.Context, shard, reason string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.losses = append(r.losses, loss{shard, reason})
+	return nil
+}
+
+func (r *recorder) allLosses() []loss {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.losses)
+}
+
+func (r *recorder) allOpenings() []opening {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.opened)
 }
 
 var _ consumer.Handler = (*recorder)(nil)

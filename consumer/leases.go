@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -14,7 +13,6 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	kclconfig "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
-	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/partition"
 	"github.com/vmware/vmware-go-kcl-v2/logger"
 )
 
@@ -29,6 +27,12 @@ const workerRowPrefix = "_worker:"
 // ErrLeaseLost means another worker owns the lease now.
 var ErrLeaseLost = errors.New("lease lost")
 
+// startedAtKey is the lease row attribute in which the first worker to
+// start a shard at LATEST records when it did: LATEST is a position no
+// later reader can ask for again, so a shard handed over before anything
+// of it was checkpointed resumes from that time instead.
+const startedAtKey = "StartedAt"
+
 // Lease is one row of the lease table.
 type Lease struct {
 	Shard      string
@@ -36,6 +40,24 @@ type Lease struct {
 	Owner      string
 	Checkpoint string // a sequence number, ShardEnd, or "" (not started)
 	Timeout    time.Time
+	// StartedAt is when the first worker started the shard at LATEST;
+	// zero for a shard started anywhere else.
+	StartedAt time.Time
+
+	timeout string // Timeout as written, for conditions on the row
+}
+
+// Taken is what taking a lease tells the new owner.
+type Taken struct {
+	Checkpoint string
+	StartedAt  time.Time
+	// Existed says the shard's row was there before: some worker started
+	// the shard, so it must never start at LATEST again.
+	Existed bool
+	// From is the owner whose lease expired instead of being released:
+	// it stopped without handing the shard over. "" when the lease was
+	// free.
+	From string
 }
 
 // LeaseTable keeps leases and checkpoints in DynamoDB, in the table layout
@@ -99,13 +121,7 @@ func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]boo
 			return nil, nil, fmt.Errorf("scan lease table %s: %w", t.table, err)
 		}
 		for _, it := range page.Items {
-			l := Lease{
-				Shard:      str(it[checkpoint.LeaseKeyKey]),
-				Parent:     str(it[checkpoint.ParentShardIdKey]),
-				Owner:      str(it[checkpoint.LeaseOwnerKey]),
-				Checkpoint: str(it[checkpoint.SequenceNumberKey]),
-			}
-			l.Timeout, _ = time.Parse(time.RFC3339Nano, str(it[checkpoint.LeaseTimeoutKey]))
+			l := parseLease(it)
 			if strings.HasPrefix(l.Shard, workerRowPrefix) {
 				if now.Before(l.Timeout) {
 					workers[l.Owner] = true
@@ -118,18 +134,139 @@ func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]boo
 	return leases, workers, nil
 }
 
-// Acquire takes the lease of shard through the library's conditional
-// claim, which fails if another worker holds an unexpired lease. It returns
-// the shard's checkpoint.
+// Acquire reads the row of shard and takes its lease, if no other worker
+// holds an unexpired one, returning the shard's checkpoint.
 func (t *LeaseTable) Acquire(s Shard) (string, error) {
-	st := &partition.ShardStatus{ID: s.ID, ParentShardId: s.Parent, Mux: &sync.RWMutex{}}
-	if err := t.kcl.FetchCheckpoint(st); err != nil && !errors.Is(err, checkpoint.ErrSequenceIDNotFound) {
-		return "", fmt.Errorf("read checkpoint of shard %s: %w", s.ID, err)
+	ctx := context.TODO()
+	out, err := t.ddb.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(t.table),
+		Key:            map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: s.ID}},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return "", fmt.Errorf("read lease of shard %s: %w", s.ID, err)
 	}
-	if err := t.kcl.GetLease(st, t.worker); err != nil {
-		return "", fmt.Errorf("take lease of shard %s: %w", s.ID, err)
+	var seen *Lease
+	if len(out.Item) > 0 {
+		l := parseLease(out.Item)
+		seen = &l
 	}
-	return st.GetCheckpoint(), nil
+	tk, err := t.Take(ctx, s, seen, time.Time{})
+	return tk.Checkpoint, err
+}
+
+// ErrLeaseHeld means another worker holds an unexpired lease.
+var ErrLeaseHeld = errors.New("lease held by another worker")
+
+// Take takes the lease of shard as seen in its row (nil: the shard had
+// no row), if that row is unchanged and no other worker holds an
+// unexpired lease in it. It writes only the owner, the expiry and the
+// parent, so the checkpoint and the start time stay whatever they are
+// when the write lands, and reads them in the same write. startedAt,
+// if not zero, is recorded as the shard's LATEST start when the shard
+// has no row yet.
+//
+// The library's claim rewrites the whole row from what it read a moment
+// before, which would drop the start time and could move a checkpoint
+// written meanwhile back.
+func (t *LeaseTable) Take(ctx context.Context, s Shard, seen *Lease, startedAt time.Time) (Taken, error) {
+	now := t.now()
+	names := map[string]string{"#o": checkpoint.LeaseOwnerKey, "#t": checkpoint.LeaseTimeoutKey}
+	values := map[string]ddbtypes.AttributeValue{
+		":me": &ddbtypes.AttributeValueMemberS{Value: t.worker},
+		":nt": &ddbtypes.AttributeValueMemberS{Value: now.Add(t.duration).UTC().Format(time.RFC3339Nano)},
+	}
+	update := "SET #o = :me, #t = :nt"
+	var cond string
+	switch {
+	case seen == nil:
+		names["#k"] = checkpoint.LeaseKeyKey
+		cond = "attribute_not_exists(#k)"
+		if !startedAt.IsZero() {
+			names["#s"] = startedAtKey
+			values[":s"] = &ddbtypes.AttributeValueMemberS{Value: startedAt.UTC().Format(time.RFC3339Nano)}
+			update += ", #s = :s"
+		}
+	case seen.Owner == "":
+		cond = "attribute_not_exists(#o)"
+	case seen.Owner != t.worker && now.Before(seen.Timeout):
+		return Taken{}, fmt.Errorf("take lease of shard %s: %w until %s", s.ID, ErrLeaseHeld, seen.Timeout.Format(time.RFC3339))
+	default:
+		cond = "#o = :o AND #t = :t"
+		values[":o"] = &ddbtypes.AttributeValueMemberS{Value: seen.Owner}
+		values[":t"] = &ddbtypes.AttributeValueMemberS{Value: seen.timeout}
+	}
+	if s.Parent != "" {
+		names["#p"] = checkpoint.ParentShardIdKey
+		values[":p"] = &ddbtypes.AttributeValueMemberS{Value: s.Parent}
+		update += ", #p = :p"
+	}
+	out, err := t.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(t.table),
+		Key:                       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: s.ID}},
+		UpdateExpression:          aws.String(update),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ReturnValues:              ddbtypes.ReturnValueAllOld,
+	})
+	var failed *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return Taken{}, fmt.Errorf("take lease of shard %s: %w (its row changed)", s.ID, ErrLeaseHeld)
+	}
+	if err != nil {
+		return Taken{}, fmt.Errorf("take lease of shard %s: %w", s.ID, err)
+	}
+	old := parseLease(out.Attributes)
+	tk := Taken{Checkpoint: old.Checkpoint, StartedAt: old.StartedAt, Existed: len(out.Attributes) > 0, From: old.Owner}
+	if !tk.Existed {
+		tk.StartedAt = startedAt.UTC()
+	}
+	return tk, nil
+}
+
+// MarkEnded checkpoints ShardEnd for a shard that has left the stream,
+// whose row is as seen and held by no live lease, so that its children
+// can be read.
+func (t *LeaseTable) MarkEnded(ctx context.Context, seen Lease) error {
+	names := map[string]string{"#c": checkpoint.SequenceNumberKey, "#o": checkpoint.LeaseOwnerKey}
+	values := map[string]ddbtypes.AttributeValue{":end": &ddbtypes.AttributeValueMemberS{Value: ShardEnd}}
+	cond := "attribute_not_exists(#o)"
+	if seen.Owner != "" {
+		names["#t"] = checkpoint.LeaseTimeoutKey
+		values[":o"] = &ddbtypes.AttributeValueMemberS{Value: seen.Owner}
+		values[":t"] = &ddbtypes.AttributeValueMemberS{Value: seen.timeout}
+		cond = "#o = :o AND #t = :t"
+	}
+	_, err := t.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(t.table),
+		Key:                       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: seen.Shard}},
+		UpdateExpression:          aws.String("SET #c = :end"),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	})
+	var failed *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return fmt.Errorf("end shard %s: %w (its row changed)", seen.Shard, ErrLeaseHeld)
+	}
+	if err != nil {
+		return fmt.Errorf("end shard %s: %w", seen.Shard, err)
+	}
+	return nil
+}
+
+func parseLease(it map[string]ddbtypes.AttributeValue) Lease {
+	l := Lease{
+		Shard:      str(it[checkpoint.LeaseKeyKey]),
+		Parent:     str(it[checkpoint.ParentShardIdKey]),
+		Owner:      str(it[checkpoint.LeaseOwnerKey]),
+		Checkpoint: str(it[checkpoint.SequenceNumberKey]),
+		timeout:    str(it[checkpoint.LeaseTimeoutKey]),
+	}
+	l.Timeout, _ = time.Parse(time.RFC3339Nano, l.timeout)
+	l.StartedAt, _ = time.Parse(time.RFC3339Nano, str(it[startedAtKey]))
+	return l
 }
 
 // Renew extends this worker's lease of shard.

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -34,14 +35,35 @@ func (o outcome) String() string {
 // after a crash) harmless. A reader at the tip checkpoints every batch.
 const catchUpCheckpointEvery = time.Second
 
+// latestStartSlack is how long before a shard's recorded LATEST start the
+// records are taken that a later owner reads from the trim horizon: the
+// start is the daemon's clock, a record's creation time DynamoDB's, and
+// creation times are rounded down (to the second by DynamoDB Streams, to
+// the minute by DynamoDB Local), so a record written just after the start
+// may carry an earlier time. The records of about a minute before the
+// start count too; none after it is skipped.
+const latestStartSlack = 70 * time.Second
+
+// streamRetention is how long DynamoDB Streams keeps a record.
+const streamRetention = 24 * time.Hour
+
 // shardReader reads one leased shard from its checkpoint on.
 type shardReader struct {
 	w       *Worker
 	shard   Shard
+	taken   Taken
 	last    string                  // last sequence number every view holds
-	initial types.ShardIteratorType // where to start without a checkpoint
-	log     *slog.Logger
-	prog    *progress
+	initial types.ShardIteratorType // where to start without a position
+	// skipBefore, while not zero, drops records created before it: the
+	// reader is finding, from the trim horizon, where an earlier owner
+	// started the shard at LATEST.
+	skipBefore time.Time
+	// guardTrim says the recorded start is about as old as the stream's
+	// retention: unless the first record read is older than the start,
+	// records after the start may have been trimmed unread.
+	guardTrim bool
+	log       *slog.Logger
+	prog      *progress
 
 	// Applied but not yet checkpointed: always a suffix of what last
 	// covers, written at the next checkpoint.
@@ -55,6 +77,9 @@ type shardReader struct {
 // but the batch already read is applied and checkpointed, unless the grace
 // period runs out first.
 func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
+	if !r.position(readCtx, workCtx) {
+		return stopped
+	}
 	o := r.read(readCtx, workCtx)
 	if o == stopped {
 		// Hand the lease over with everything applied checkpointed, so
@@ -67,12 +92,9 @@ func (r *shardReader) run(readCtx, workCtx context.Context) outcome {
 }
 
 func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
-	iter, ok := r.iterator(readCtx)
+	iter, o, ok := r.iterator(readCtx, workCtx)
 	if !ok {
-		if readCtx.Err() != nil {
-			return stopped
-		}
-		return r.finish(workCtx)
+		return o
 	}
 	failures := 0
 	for {
@@ -87,7 +109,8 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 		if err != nil {
 			var expired *types.ExpiredIteratorException
 			var trimmed *types.TrimmedDataAccessException
-			if errors.As(err, &expired) || errors.As(err, &trimmed) {
+			var gone *types.ResourceNotFoundException
+			if errors.As(err, &expired) || errors.As(err, &trimmed) || errors.As(err, &gone) {
 				// A new iterator starts from what is checkpointed.
 				if o, ok := r.flush(workCtx); !ok {
 					return o
@@ -98,7 +121,11 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 				r.w.stats.ExpiredIterators.Add(1)
 				r.log.Info("shard iterator expired; resuming from the checkpoint", "after", r.last)
 			case errors.As(err, &trimmed):
-				r.trimmed(err)
+				if !r.trimmed(readCtx, workCtx, err) {
+					return stopped
+				}
+			case errors.As(err, &gone):
+				return r.gone(readCtx, workCtx, err)
 			default:
 				r.w.stats.ReadErrors.Add(1)
 				r.log.Warn("get records failed; retrying", "err", err, "attempt", failures+1)
@@ -108,11 +135,8 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 				failures++
 				continue
 			}
-			if iter, ok = r.iterator(readCtx); !ok {
-				if readCtx.Err() != nil {
-					return stopped
-				}
-				return r.finish(workCtx)
+			if iter, o, ok = r.iterator(readCtx, workCtx); !ok {
+				return o
 			}
 			continue
 		}
@@ -121,6 +145,10 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 		if !page.done {
 			recs = toRecords(r.shard.ID, out.Records)
 		}
+		n := len(recs)
+		if recs, ok = r.skip(readCtx, workCtx, recs); !ok {
+			return stopped
+		}
 		r.prog.read(recs)
 		if len(recs) > 0 {
 			if o, ok := r.apply(workCtx, recs); !ok {
@@ -128,7 +156,7 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 			}
 		}
 		// A full page says more is waiting; anything less, the tip.
-		full := len(recs) >= r.w.opt.BatchSize && out.NextShardIterator != nil
+		full := n >= r.w.opt.BatchSize && out.NextShardIterator != nil
 		if r.pending > 0 && (!full || time.Since(r.checkpointedAt) >= catchUpCheckpointEvery) {
 			if o, ok := r.flush(workCtx); !ok {
 				return o
@@ -138,7 +166,7 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 			return r.finish(workCtx)
 		}
 		iter = *out.NextShardIterator
-		if len(recs) == 0 {
+		if n == 0 {
 			t := time.NewTimer(r.w.opt.PollInterval)
 			select {
 			case <-readCtx.Done():
@@ -146,6 +174,105 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 				return stopped
 			case <-t.C:
 			}
+		}
+	}
+}
+
+// skip drops the records created before skipBefore, until the first one
+// that is not: from there on every record is the shard's after its start.
+// It reports false when the reader was stopped first.
+func (r *shardReader) skip(readCtx, workCtx context.Context, recs []streamtally.Record) ([]streamtally.Record, bool) {
+	if r.skipBefore.IsZero() || len(recs) == 0 {
+		return recs, true
+	}
+	if r.guardTrim {
+		r.guardTrim = false
+		if !recs[0].Created.Before(r.skipBefore) {
+			reason := fmt.Sprintf("shard %s was started at LATEST at %s and nothing of it was checkpointed; the oldest record the stream still holds is from %s, so records after the start may have been trimmed unread",
+				r.shard.ID, r.taken.StartedAt.UTC().Format(time.RFC3339), recs[0].Created.UTC().Format(time.RFC3339))
+			if !r.lose(readCtx, workCtx, reason) {
+				return nil, false
+			}
+		}
+	}
+	for i, rec := range recs {
+		if !rec.Created.Before(r.skipBefore) {
+			r.skipBefore = time.Time{}
+			return recs[i:], true
+		}
+	}
+	return nil, true
+}
+
+// position decides where the reader starts: after the checkpoint; else,
+// for a shard somebody started, after the views' fences or from the start
+// time recorded with the lease; LATEST only for a shard nobody started.
+// It reports false when the reader was stopped first.
+func (r *shardReader) position(readCtx, workCtx context.Context) bool {
+	tk := r.taken
+	var nearest string
+	var all bool
+	err := r.retry(readCtx, "opening the shard", func() error {
+		var err error
+		nearest, all, err = r.w.handler.OpenShard(workCtx, r.shard.ID, startCheckpoint(tk.Checkpoint), tk.From != "")
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	r.initial = types.ShardIteratorTypeTrimHorizon
+	switch {
+	case tk.Checkpoint == ShardEnd:
+	case tk.Checkpoint != "":
+		r.last = tk.Checkpoint
+	case all && nearest != "":
+		// A recount swapped the views in, or a reader applied a batch
+		// and stopped before its checkpoint: every view holds the shard
+		// through a fence.
+		r.last = nearest
+	case !tk.StartedAt.IsZero() && tk.Existed:
+		// Started at LATEST by an owner that checkpointed nothing: its
+		// LATEST was a moment, not a position, so find the moment again.
+		r.skipBefore = tk.StartedAt.Add(-latestStartSlack)
+		r.log.Info("resuming a shard started at LATEST from the time it started", "started_at", tk.StartedAt)
+		if time.Since(tk.StartedAt) > streamRetention-latestStartSlack {
+			r.guardTrim = true
+		}
+	case nearest != "":
+		r.last = nearest
+	case tk.Existed:
+		// Somebody started the shard and left no trace of where: reading
+		// it all loses nothing.
+	case !tk.StartedAt.IsZero():
+		r.initial = types.ShardIteratorTypeLatest
+	}
+	r.log.Info("starting shard", "after", r.last, "at", string(r.initial), "views_nearest", nearest, "every_view", all)
+	return true
+}
+
+// startCheckpoint is the checkpoint as the handler knows it: a shard read
+// to its end is not one whose records are all handled by every view.
+func startCheckpoint(cp string) string {
+	if cp == ShardEnd {
+		return ""
+	}
+	return cp
+}
+
+// retry calls fn until it succeeds, with backoff, or ctx ends.
+func (r *shardReader) retry(ctx context.Context, what string, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.w.stats.ApplyErrors.Add(1)
+		r.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt+1)
+		if err := backoff(ctx, attempt, rand.Int64N); err != nil {
+			return err
 		}
 	}
 }
@@ -222,16 +349,59 @@ func (r *shardReader) checkpoint(ctx context.Context, seq string) (outcome, bool
 	}
 }
 
-func (r *shardReader) trimmed(err error) {
+// trimmed handles TrimmedDataAccessException. With a position, records
+// after it were trimmed before they were read: a loss, which every view
+// reports, and the reader goes on from the trim horizon. Without one
+// (reading from the trim horizon or LATEST) nothing was skipped: the trim
+// horizon moved while the reader got there, and it simply asks again. It
+// reports false when the reader was stopped first.
+func (r *shardReader) trimmed(readCtx, workCtx context.Context, err error) bool {
+	if r.last == "" {
+		r.log.Info("the trim horizon moved before the first record was read; reading from it again", "err", err)
+		t := time.NewTimer(r.w.opt.PollInterval)
+		defer t.Stop()
+		select {
+		case <-readCtx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
 	r.w.stats.Trimmed.Add(1)
-	r.log.Error("records past the checkpoint were trimmed from the stream before they were read; resuming at the trim horizon", "after", r.last, "err", err)
+	r.log.Error("records past the checkpoint were trimmed from the stream before they were read; the views are marked lost and the shard resumes at the trim horizon", "after", r.last, "err", err)
+	reason := fmt.Sprintf("records of shard %s after %s were trimmed from the stream before they were read", r.shard.ID, r.last)
+	if !r.lose(readCtx, workCtx, reason) {
+		return false
+	}
 	r.last = ""
 	r.initial = types.ShardIteratorTypeTrimHorizon
+	r.skipBefore = time.Time{}
+	return true
 }
 
-// iterator returns an iterator after the last checkpoint, or at the initial
-// position. ok is false when the context ended or the shard is gone.
-func (r *shardReader) iterator(ctx context.Context) (string, bool) {
+// gone ends a shard that left the stream while the reader still had
+// records of it to read: a loss, which every view reports.
+func (r *shardReader) gone(readCtx, workCtx context.Context, err error) outcome {
+	r.w.stats.Gone.Add(1)
+	r.log.Error("shard left the stream before it was read to its end; the views are marked lost", "after", r.last, "err", err)
+	reason := fmt.Sprintf("shard %s left the stream before it was read to its end: the records after %s were never read", r.shard.ID, describeSeq(r.last))
+	if !r.lose(readCtx, workCtx, reason) {
+		return stopped
+	}
+	return r.finish(workCtx)
+}
+
+// lose tells the handler that records were lost, until it has heard it.
+func (r *shardReader) lose(readCtx, workCtx context.Context, reason string) bool {
+	return r.retry(readCtx, "reporting lost records", func() error {
+		return r.w.handler.RecordsLost(workCtx, r.shard.ID, reason)
+	}) == nil
+}
+
+// iterator returns an iterator after the last position, or at the initial
+// one. ok is false when the reader stopped (outcome stopped) or the shard
+// ended (it was closed with nothing after the position, or is gone).
+func (r *shardReader) iterator(readCtx, workCtx context.Context) (string, outcome, bool) {
 	for attempt := 0; ; attempt++ {
 		in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(r.w.arn), ShardId: aws.String(r.shard.ID)}
 		if r.last != "" {
@@ -240,28 +410,29 @@ func (r *shardReader) iterator(ctx context.Context) (string, bool) {
 		} else {
 			in.ShardIteratorType = r.initial
 		}
-		out, err := r.w.streams.GetShardIterator(ctx, in)
-		if ctx.Err() != nil {
-			return "", false
+		out, err := r.w.streams.GetShardIterator(readCtx, in)
+		if readCtx.Err() != nil {
+			return "", stopped, false
 		}
 		var trimmed *types.TrimmedDataAccessException
 		var gone *types.ResourceNotFoundException
 		switch {
 		case err == nil && out.ShardIterator != nil:
-			return *out.ShardIterator, true
+			return *out.ShardIterator, 0, true
 		case err == nil:
-			return "", false // a closed shard with nothing after the position
+			return "", r.finish(workCtx), false // a closed shard with nothing after the position
 		case errors.As(err, &trimmed):
-			r.trimmed(err)
+			if !r.trimmed(readCtx, workCtx, err) {
+				return "", stopped, false
+			}
 			continue
 		case errors.As(err, &gone):
-			r.log.Warn("shard is no longer in the stream", "err", err)
-			return "", false
+			return "", r.gone(readCtx, workCtx, err), false
 		}
 		r.w.stats.ReadErrors.Add(1)
 		r.log.Warn("get shard iterator failed; retrying", "err", err, "attempt", attempt+1)
-		if backoff(ctx, attempt, rand.Int64N) != nil {
-			return "", false
+		if backoff(readCtx, attempt, rand.Int64N) != nil {
+			return "", stopped, false
 		}
 	}
 }

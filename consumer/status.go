@@ -38,6 +38,9 @@ type ShardStatus struct {
 	Owner        string    // the worker holding the lease; "" when nobody does
 	Checkpoint   string    // a sequence number, ShardEnd, or "" (not started)
 	LeaseTimeout time.Time // when Owner's lease expires; zero without an owner
+	// StartedAt is when a worker started the shard at LATEST
+	// (source.start: latest); zero otherwise.
+	StartedAt time.Time
 
 	// Measured says Lag was measured. It is false for shards read to their
 	// end (nothing waits), gone shards (nothing can be read) and when the
@@ -72,8 +75,9 @@ const emptyPagesFollowed = 3
 // Lag is measured at now from the checkpoint read from the lease table: the
 // first record after it (or at the trim horizon for a shard without
 // checkpoint) is the oldest one not yet applied. A shard that a worker
-// reads from LATEST (source.start: latest) has no checkpoint until its
-// first batch, so until then its lag counts records the worker skips.
+// started at LATEST (source.start: latest) has no checkpoint until its
+// first batch; its lag is measured from the first record created at or
+// after that start, which the row records.
 // Errors measuring one shard's lag are reported in its LagErr; the error
 // returned is for what makes the whole report impossible.
 func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable, now time.Time) ([]ShardStatus, map[string]bool, error) {
@@ -121,7 +125,11 @@ func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			oldest, err := oldestWaiting(ctx, streams, arn, st.Shard, st.Checkpoint)
+			var from time.Time
+			if st.Checkpoint == "" && !st.StartedAt.IsZero() {
+				from = st.StartedAt.Add(-latestStartSlack)
+			}
+			oldest, err := oldestWaiting(ctx, streams, arn, st.Shard, st.Checkpoint, from)
 			if err != nil {
 				st.LagErr = err
 				return
@@ -149,11 +157,20 @@ func (s *ShardStatus) setLease(l Lease) {
 	if l.Owner != "" {
 		s.LeaseTimeout = l.Timeout
 	}
+	s.StartedAt = l.StartedAt
 }
 
+// pageLimit is the most records GetRecords returns.
+const pageLimit = 1000
+
+// skipPages bounds the pages a lag measurement reads to find the first
+// record after a LATEST start, among the records before it.
+const skipPages = 100
+
 // oldestWaiting returns the creation time of the first record after
-// checkpoint ("" reads from the trim horizon), or zero if there is none.
-func oldestWaiting(ctx context.Context, streams Streams, arn, shard, checkpoint string) (time.Time, error) {
+// checkpoint ("" reads from the trim horizon) created at or after from,
+// or zero if there is none.
+func oldestWaiting(ctx context.Context, streams Streams, arn, shard, checkpoint string, from time.Time) (time.Time, error) {
 	in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(arn), ShardId: aws.String(shard), ShardIteratorType: types.ShardIteratorTypeTrimHorizon}
 	if checkpoint != "" {
 		in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeAfterSequenceNumber, aws.String(checkpoint)
@@ -170,17 +187,29 @@ func oldestWaiting(ctx context.Context, streams Streams, arn, shard, checkpoint 
 		return time.Time{}, fmt.Errorf("get shard iterator of shard %s: %w", shard, err)
 	}
 	iter := it.ShardIterator
-	for page := 0; iter != nil && page <= emptyPagesFollowed; page++ {
-		out, err := streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(1)})
+	limit := int32(1)
+	if !from.IsZero() {
+		limit = pageLimit
+	}
+	empty, pages := 0, 0
+	for iter != nil && empty <= emptyPagesFollowed && pages < skipPages {
+		pages++
+		out, err := streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(limit)})
 		if err != nil {
 			return time.Time{}, fmt.Errorf("get records of shard %s: %w", shard, err)
 		}
-		if len(out.Records) > 0 {
-			r := out.Records[0].Dynamodb
+		if len(out.Records) == 0 {
+			empty++
+		}
+		for _, rec := range out.Records {
+			r := rec.Dynamodb
 			if r == nil || r.ApproximateCreationDateTime == nil {
 				return time.Time{}, fmt.Errorf("shard %s: record without ApproximateCreationDateTime", shard)
 			}
-			return *r.ApproximateCreationDateTime, nil
+			if created := *r.ApproximateCreationDateTime; !created.Before(from) {
+				return created, nil
+			}
+			empty = 0
 		}
 		iter = out.NextShardIterator
 	}

@@ -28,7 +28,7 @@ func statusNow() time.Time { return time.Now().Truncate(time.Millisecond) }
 // leaseRow is a lease table row written as the daemon would leave it.
 type leaseRow struct {
 	shard, parent, owner, checkpoint string
-	timeout                          time.Time
+	timeout, startedAt               time.Time
 }
 
 func (f *fixture) putLease(r leaseRow) {
@@ -44,6 +44,9 @@ func (f *fixture) putLease(r leaseRow) {
 	set(checkpoint.SequenceNumberKey, r.checkpoint)
 	if !r.timeout.IsZero() {
 		set(checkpoint.LeaseTimeoutKey, r.timeout.UTC().Format(time.RFC3339Nano))
+	}
+	if !r.startedAt.IsZero() {
+		set("StartedAt", r.startedAt.UTC().Format(time.RFC3339Nano))
 	}
 	if _, err := f.ddb.PutItem(f.t.Context(), &dynamodb.PutItemInput{TableName: aws.String(f.table), Item: item}); err != nil {
 		f.t.Fatalf("put lease row %s: %v", r.shard, err)
@@ -287,5 +290,31 @@ func TestStatusDoesNotCreateLeaseTable(t *testing.T) {
 	var missing *ddbtypes.ResourceNotFoundException
 	if !errors.As(err, &missing) {
 		t.Fatalf("after Status, DescribeTable %s: %v, want ResourceNotFoundException", f.table, err)
+	}
+}
+
+// A shard started at LATEST has no checkpoint until its first batch; its
+// lag counts from the first record after the start, not from the history
+// before it that the worker never reads.
+func TestStatusMeasuresALatestStartFromItsStartTime(t *testing.T) {
+	f := newFixture(t)
+	now := statusNow()
+	f.srv.AddShard("s1", "")
+	f.appendAt("s1", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	f.initTable()
+	f.putLease(leaseRow{shard: "s1", owner: "w", timeout: now.Add(time.Minute), startedAt: now.Add(-10 * time.Minute)})
+	rows, _ := f.status(f.streams, now)
+	st := byShard(rows)["s1"]
+	if !st.Measured || st.Waiting() || st.Lag != 0 {
+		t.Fatalf("status before any record after the start = %+v, want measured, nothing waiting", st)
+	}
+	f.appendAt("s1", now.Add(-3*time.Minute))
+	rows, _ = f.status(f.streams, now)
+	st = byShard(rows)["s1"]
+	if !st.Waiting() || !near(st.Lag, 3*time.Minute) {
+		t.Fatalf("lag = %v (waiting %v), want 3m: the first record after the start", st.Lag, st.Waiting())
+	}
+	if !st.StartedAt.Equal(now.Add(-10 * time.Minute)) {
+		t.Errorf("StartedAt = %v, want the row's", st.StartedAt)
 	}
 }

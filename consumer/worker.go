@@ -3,11 +3,14 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/streamtally/streamtally"
@@ -15,13 +18,24 @@ import (
 
 // Handler receives each shard's batches in order. The consumer checkpoints
 // past a batch only after HandleBatch returns nil, and hands the same
-// batch again after an error.
+// batch again after an error. Every call that returns an error is retried
+// with backoff until it succeeds or the shard stops.
 type Handler interface {
-	// HandleBatch handles recs, which follow after: the shard's last
-	// checkpoint ("" when reading from the shard's start, or from LATEST
-	// before anything was checkpointed). Everything up to after was
+	// OpenShard is told that this worker took the lease of shard, whose
+	// checkpoint is checkpoint ("" for none), from an owner that did not
+	// release it (takeover): one that crashed or stalled. It returns the
+	// nearest position any view holds of the shard ("" for none) and
+	// whether every view holds one, so that the reader starts where the
+	// views need it to.
+	OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (nearest string, all bool, err error)
+	// HandleBatch handles recs, which follow after: the last record
+	// handled before ("" when none was). Everything up to after was
 	// handled before, so a store that holds less has lost data.
 	HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error
+	// RecordsLost says records of shard were lost before they could be
+	// read, for the reason given: trimmed from the stream, or a shard
+	// gone with records unread.
+	RecordsLost(ctx context.Context, shard, reason string) error
 	// ShardReleased says this worker no longer reads shard.
 	ShardReleased(shard string)
 }
@@ -29,7 +43,7 @@ type Handler interface {
 // Options tune a Worker.
 type Options struct {
 	WorkerID      string
-	StartLatest   bool          // start shards without checkpoint at LATEST instead of TRIM_HORIZON
+	StartLatest   bool          // start shards nobody started before at LATEST instead of TRIM_HORIZON
 	PollInterval  time.Duration // wait after an empty read
 	BatchSize     int           // records per GetRecords, at most 1000
 	SyncInterval  time.Duration // how often shards and leases are listed
@@ -45,9 +59,12 @@ type Observer interface {
 
 // Stats counts what the consumer did.
 type Stats struct {
-	Batches, Records                        atomic.Int64
-	ReadErrors, ApplyErrors                 atomic.Int64
-	ExpiredIterators, Trimmed               atomic.Int64
+	Batches, Records          atomic.Int64
+	ReadErrors, ApplyErrors   atomic.Int64
+	ExpiredIterators, Trimmed atomic.Int64
+	// Gone counts shards that left the stream before they were read to
+	// their end.
+	Gone                                    atomic.Int64
 	LeasesTaken, LeasesLost, LeasesReleased atomic.Int64
 	LeasesHeld                              atomic.Int64
 }
@@ -184,6 +201,7 @@ func (w *Worker) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.endGone(ctx, shards, leases)
 	workers[w.opt.WorkerID] = true
 	ready := w.readyShards(shards, leases)
 	target := (len(ready) + len(workers) - 1) / len(workers)
@@ -224,21 +242,80 @@ func (w *Worker) sync(ctx context.Context) error {
 		if held >= target || ctx.Err() != nil {
 			break
 		}
-		cp, err := w.leases.Acquire(s)
+		var seen *Lease
+		if l, ok := leases[s.ID]; ok {
+			seen = &l
+		}
+		// A shard nobody started begins at LATEST if so configured,
+		// unless it descends from a shard that was read; its start time
+		// is recorded with the lease, in the same write.
+		var startedAt time.Time
+		if _, lineage := leases[s.Parent]; w.opt.StartLatest && !(s.Parent != "" && lineage) {
+			startedAt = time.Now()
+		}
+		tk, err := w.leases.Take(ctx, s, seen, startedAt)
 		if err != nil {
 			w.log.Debug("lease not taken", "shard", s.ID, "err", err)
 			continue
 		}
-		initial := types.ShardIteratorTypeTrimHorizon
-		if _, lineage := leases[s.Parent]; w.opt.StartLatest && !(s.Parent != "" && lineage) {
-			initial = types.ShardIteratorTypeLatest
-		}
 		w.mu.Lock()
-		w.start(s, cp, initial, leases[s.ID].Owner)
+		w.start(s, tk)
 		w.mu.Unlock()
 		held++
 	}
 	return nil
+}
+
+// endGone ends the lease rows of shards that have left the stream without
+// being read to their end (an outage longer than the stream's retention):
+// nothing more can be read from them, their children must not wait for
+// them, and what was never read of them is a loss the views must report.
+// A row held by a live lease is left to its owner, whose reader finds the
+// shard gone itself.
+func (w *Worker) endGone(ctx context.Context, shards []Shard, leases map[string]Lease) {
+	listed := make(map[string]bool, len(shards))
+	for _, s := range shards {
+		listed[s.ID] = true
+	}
+	now := time.Now()
+	for id, l := range leases {
+		if listed[id] || l.Checkpoint == ShardEnd || (l.Owner != "" && l.Owner != w.opt.WorkerID && now.Before(l.Timeout)) {
+			continue
+		}
+		w.mu.Lock()
+		_, mine := w.runs[id]
+		w.mu.Unlock()
+		if mine {
+			continue
+		}
+		// A listing can lag; the shard itself must say it is gone.
+		_, err := w.streams.GetShardIterator(ctx, &dynamodbstreams.GetShardIteratorInput{
+			StreamArn: aws.String(w.arn), ShardId: aws.String(id), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
+		})
+		var missing *types.ResourceNotFoundException
+		if !errors.As(err, &missing) {
+			continue
+		}
+		reason := fmt.Sprintf("shard %s left the stream before it was read to its end: the records after %s were never read", id, describeSeq(l.Checkpoint))
+		w.log.Error("shard gone with records unread; its children are read, the views are marked lost", "shard", id, "checkpoint", l.Checkpoint)
+		if err := w.handler.RecordsLost(ctx, id, reason); err != nil {
+			w.log.Warn("could not mark the views lost; will retry", "shard", id, "err", err)
+			continue
+		}
+		if err := w.leases.MarkEnded(ctx, l); err != nil {
+			w.log.Warn("could not end the lease row of a gone shard; will retry", "shard", id, "err", err)
+			continue
+		}
+		w.stats.Gone.Add(1)
+	}
+}
+
+// describeSeq names a checkpoint in a message.
+func describeSeq(seq string) string {
+	if seq == "" {
+		return "its start"
+	}
+	return seq
 }
 
 // readyShards are the shards that can be read now: not finished, and whose
@@ -250,12 +327,14 @@ func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
 		byID[s.ID] = s
 	}
 	finished := func(id string) bool {
-		if l, ok := leases[id]; ok {
-			return l.Checkpoint == ShardEnd
-		}
 		s, ok := byID[id]
 		if !ok {
-			return true // trimmed from the stream: nothing left to read
+			// Gone from the stream: nothing of it can be read any more,
+			// whatever its row says (endGone reports what was lost).
+			return true
+		}
+		if l, ok := leases[id]; ok {
+			return l.Checkpoint == ShardEnd
 		}
 		// Starting at LATEST, a shard that was already closed holds nothing
 		// new, unless it descends from a shard we have read.
@@ -274,15 +353,12 @@ func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
 
 // start runs a reader for a shard whose lease this worker just took.
 // Called with w.mu held.
-func (w *Worker) start(s Shard, cp string, initial types.ShardIteratorType, prevOwner string) {
+func (w *Worker) start(s Shard, tk Taken) {
 	log := w.log.With("shard", s.ID)
 	w.stats.LeasesTaken.Add(1)
 	w.stats.LeasesHeld.Add(1)
-	log.Info("lease taken", "checkpoint", cp, "previous_owner", prevOwner)
-	r := &shardReader{w: w, shard: s, initial: initial, log: log, prog: &progress{}}
-	if cp != ShardEnd {
-		r.last = cp
-	}
+	log.Info("lease taken", "checkpoint", tk.Checkpoint, "previous_owner", tk.From)
+	r := &shardReader{w: w, shard: s, taken: tk, log: log, prog: &progress{}}
 	readCtx, stopRead := context.WithCancel(context.Background())
 	workCtx, stopWork := context.WithCancel(context.Background())
 	run := &shardRun{shard: s, prog: r.prog, stopRead: stopRead, stopWork: stopWork}
@@ -298,14 +374,20 @@ func (w *Worker) start(s Shard, cp string, initial types.ShardIteratorType, prev
 			// another worker's, not ours to release.
 			o = lost
 		}
-		if o != lost {
+		switch {
+		case o == lost:
+			w.stats.LeasesLost.Add(1)
+		case r.pending > 0:
+			// Records applied but not checkpointed: the next owner
+			// must take the lease over, not receive it, so that it
+			// knows what it continues may be unknown to the lease table.
+			log.Warn("lease left to expire: applied records could not be checkpointed", "pending", r.pending)
+		default:
 			if err := w.leases.Release(s.ID); err != nil {
 				log.Warn("lease not released; it will expire", "err", err)
 			} else {
 				w.stats.LeasesReleased.Add(1)
 			}
-		} else {
-			w.stats.LeasesLost.Add(1)
 		}
 		log.Info("shard reader stopped", "outcome", o.String())
 		w.handler.ShardReleased(s.ID)

@@ -40,6 +40,11 @@ func startBucketGateway(t *testing.T) *gw {
 // delta in one bucket: the version, the bucket's hash and index, and a
 // message with "buckets" instead of "deltas".
 var applyBucketScript = redis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[9]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updated_ms', ARGV[3])
 local n = redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
@@ -50,7 +55,7 @@ else
   redis.call('ZREM', KEYS[3], ARGV[5])
 end
 if ARGV[7] == '1' then
-  redis.call(ARGV[8], KEYS[4], cjson.encode({view = ARGV[4], version = v, buckets = {[ARGV[5]] = {n = {[ARGV[1]] = ARGV[2]}}}, ts_ms = tonumber(ARGV[3])}))
+  redis.call(ARGV[8], KEYS[4], cjson.encode({view = ARGV[4], epoch = epoch, version = v, buckets = {[ARGV[5]] = {n = {[ARGV[1]] = ARGV[2]}}}, ts_ms = tonumber(ARGV[3])}))
 end
 return v
 `)
@@ -67,7 +72,7 @@ func (g *gw) applyAt(at time.Time, group string, delta int, publishIt bool) int6
 	}
 	v, err := applyBucketScript.Run(context.Background(), g.rdb,
 		[]string{k.Meta(), k.BucketMeasure(name, "n"), k.Buckets(), k.Channel()},
-		group, delta, time.Now().UnixMilli(), "h", name, start.Unix(), pub, publishCommand(g.rdb)).Int64()
+		group, delta, time.Now().UnixMilli(), "h", name, start.Unix(), pub, publishCommand(g.rdb), testEpoch).Int64()
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -343,9 +348,9 @@ func TestBucketedStreamSendsSeriesThenBucketDeltas(t *testing.T) {
 	// the gap's snapshot, a fresh series.
 	g.applyAt(now, "x", 1, true) // 9
 	st.apply(t, live.expect("delta", 9))
-	r := g.open("h", http.Header{"Last-Event-ID": {"8"}})
+	r := g.open("h", http.Header{"Last-Event-ID": {id(8)}})
 	r.expect("delta", 9)
-	r = g.open("h", http.Header{"Last-Event-ID": {"6"}})
+	r = g.open("h", http.Header{"Last-Event-ID": {id(6)}})
 	var rs bucketState
 	rs.catchUp(t, r.next, 9)
 	if rs.String() != st.String() {

@@ -103,12 +103,17 @@ func startGatewayFull(t *testing.T, s config.Serve, writeTimeout time.Duration, 
 // delta: bump the version, change the hash and publish the message, in one
 // step. With ARGV[5] = 0 it publishes nothing: a message pub/sub lost.
 var applyScript = redis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updated_ms', ARGV[3])
 local n = redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
 if n == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 if ARGV[5] == '1' then
-  redis.call(ARGV[6], KEYS[3], cjson.encode({view = ARGV[4], version = v, deltas = {n = {[ARGV[1]] = ARGV[2]}}, ts_ms = tonumber(ARGV[3])}))
+  redis.call(ARGV[6], KEYS[3], cjson.encode({view = ARGV[4], epoch = epoch, version = v, deltas = {n = {[ARGV[1]] = ARGV[2]}}, ts_ms = tonumber(ARGV[3])}))
 end
 return v
 `)
@@ -122,7 +127,7 @@ func (g *gw) apply(view, group string, delta int, publishIt bool) int64 {
 		pub = "1"
 	}
 	v, err := applyScript.Run(context.Background(), g.rdb, []string{k.Meta(), k.Measure("n"), k.Channel()},
-		group, delta, time.Now().UnixMilli(), view, pub, publishCommand(g.rdb)).Int64()
+		group, delta, time.Now().UnixMilli(), view, pub, publishCommand(g.rdb), testEpoch).Int64()
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -147,15 +152,23 @@ func (g *gw) snapshot(view string) *publish.Snapshot {
 	return &s
 }
 
+// testEpoch is the epoch the tests' apply scripts give a view that has
+// none, as the daemon's apply script does with a fresh one.
+const testEpoch = "e1"
+
+// id is the event id of version v of a view in testEpoch.
+func id(v int64) string { return strconv.FormatInt(v, 10) + "@" + testEpoch }
+
 // sseEvent is one parsed Server-Sent Event.
 type sseEvent struct {
 	ID, Event, Data string
 }
 
 func (e sseEvent) version(t *testing.T) int64 {
-	v, err := strconv.ParseInt(e.ID, 10, 64)
-	if err != nil {
-		t.Fatalf("event id %q: %v", e.ID, err)
+	ver, _, ok := strings.Cut(e.ID, "@")
+	v, err := strconv.ParseInt(ver, 10, 64)
+	if err != nil || !ok {
+		t.Fatalf("event id %q is not version@epoch: %v", e.ID, err)
 	}
 	return v
 }
@@ -265,12 +278,14 @@ func (s *stream) expect(kind string, version int64) sseEvent {
 type deltaMsg struct {
 	View    string                       `json:"view"`
 	Version int64                        `json:"version"`
+	Epoch   string                       `json:"epoch"`
 	Deltas  map[string]map[string]string `json:"deltas"`
 }
 
 // state is what a dashboard holds: a snapshot with deltas applied.
 type state struct {
 	version int64
+	epoch   string
 	n       map[string]int64
 }
 
@@ -285,7 +300,7 @@ func (st *state) apply(t *testing.T, e sseEvent) {
 		if s.Version != e.version(t) {
 			t.Fatalf("snapshot event id %s, version %d", e.ID, s.Version)
 		}
-		st.version, st.n = s.Version, map[string]int64{}
+		st.version, st.epoch, st.n = s.Version, s.Epoch, map[string]int64{}
 		for g, v := range s.Measures["n"] {
 			st.n[g], _ = strconv.ParseInt(v, 10, 64)
 		}
@@ -297,7 +312,11 @@ func (st *state) apply(t *testing.T, e sseEvent) {
 		if d.Version != e.version(t) || d.Version != st.version+1 {
 			t.Fatalf("delta id %s version %d after state version %d", e.ID, d.Version, st.version)
 		}
-		st.version = d.Version
+		// The state's epoch is "" until the view's first apply begins one.
+		if d.Epoch != st.epoch && !(st.epoch == "" && st.version == 0) {
+			t.Fatalf("delta %s of epoch %s applied to a state of epoch %s", e.ID, d.Epoch, st.epoch)
+		}
+		st.version, st.epoch = d.Version, d.Epoch
 		for g, v := range d.Deltas["n"] {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			st.n[g] += n
@@ -311,7 +330,7 @@ func (st *state) apply(t *testing.T, e sseEvent) {
 }
 
 func (st *state) equals(s *publish.Snapshot) bool {
-	if s.Version != st.version || len(s.Measures["n"]) != len(st.n) {
+	if s.Version != st.version || s.Epoch != st.epoch || len(s.Measures["n"]) != len(st.n) {
 		return false
 	}
 	for g, v := range s.Measures["n"] {

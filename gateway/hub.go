@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -105,22 +106,31 @@ func (s *sink) dropped() bool {
 	}
 }
 
+// position is where a client's state of one view is: a version within
+// an epoch. Versions of different epochs say nothing about each other.
+type position struct {
+	version int64
+	epoch   string
+}
+
 // client is one view's subscription on a sink.
 type client struct {
-	sink *sink
-	have int64 // the version the client's state is at, after the events queued
-	hub  *viewHub
+	sink  *sink
+	have  int64  // the version the client's state is at, after the events queued
+	epoch string // the epoch have counts in
+	hub   *viewHub
 	// span is the range a client of a bucketed view asked for; nil for
 	// totals and for the live default range, whose snapshot the hub
 	// caches and shares.
 	span *span
 }
 
-// Join subscribes sink to view. With resume >= 0 (its Last-Event-ID)
-// the client gets the deltas after that version if the hub still holds
-// them; otherwise, and without resume, its first event is a snapshot.
-// sp is the range of buckets of a bucketed view, nil for the live default.
-func (h *Hub) Join(ctx context.Context, view string, resume int64, sp *span, s *sink) (*client, error) {
+// Join subscribes sink to view. With a resume version >= 0 (its
+// Last-Event-ID) in the view's current epoch the client gets the deltas
+// after that version if the hub still holds them; otherwise, and without
+// resume, its first event is a snapshot. sp is the range of buckets of a
+// bucketed view, nil for the live default.
+func (h *Hub) Join(ctx context.Context, view string, resume position, sp *span, s *sink) (*client, error) {
 	vh := h.views[view]
 	if vh == nil {
 		return nil, fmt.Errorf("no view %s", view)
@@ -181,6 +191,8 @@ type viewHub struct {
 
 	mu      sync.Mutex
 	synced  bool     // the subscription is up and last is from this subscription
+	epoch   string   // the epoch of last
+	left    []string // epochs the view moved on from: their late messages are stale
 	last    int64    // newest version delivered
 	ring    []*event // deltas up to last, contiguous versions, oldest first
 	snap    *event   // newest snapshot read
@@ -253,19 +265,27 @@ func (h *viewHub) session(ctx context.Context) error {
 			// deliveries a whole interval later was lost.
 			// A view marked lost publishes nothing, so the mark is looked
 			// for here as well.
-			meta, err := h.client.HMGet(ctx, h.keys.Meta(), "version", "lost").Result()
+			meta, err := h.client.HMGet(ctx, h.keys.Meta(), "version", "lost", "epoch").Result()
 			if err != nil {
 				return fmt.Errorf("read version of view %s: %w", h.view.Name, err)
 			}
 			vs, _ := meta[0].(string)
 			v, _ := strconv.ParseInt(vs, 10, 64)
 			lost, _ := meta[1].(string)
+			epoch, _ := meta[2].(string)
 			h.mu.Lock()
-			last, wasLost := h.last, h.lost
+			last, wasLost, was := h.last, h.lost, h.epoch
 			h.mu.Unlock()
 			switch {
 			case lost != "" && wasLost == "":
 				if err := h.resync(ctx, "view_lost", 0); err != nil {
+					return err
+				}
+			case epoch != was:
+				// A new history began (a loss, a recount, a reader that
+				// could not prove it continued the old one) without a
+				// message yet: the versions ahead say nothing of ours.
+				if err := h.resync(ctx, "epoch", 0); err != nil {
 					return err
 				}
 			case v < last:
@@ -287,7 +307,8 @@ func (h *viewHub) session(ctx context.Context) error {
 
 func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 	var m struct {
-		Version int64 `json:"version"`
+		Version int64  `json:"version"`
+		Epoch   string `json:"epoch"`
 		// A rebuild or backfill swapped the view's counters: there is no
 		// delta to pass on, only a new state to read.
 		Reset bool `json:"reset"`
@@ -297,7 +318,36 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 		return nil
 	}
 	h.mu.Lock()
+	if h.epoch == "" && h.last == 0 {
+		// Nothing was ever applied to the view: its first message begins
+		// the first epoch, which clients at version 0 are in already.
+		h.epoch = m.Epoch
+		for c := range h.clients {
+			if c.epoch == "" && c.have == 0 {
+				c.epoch = m.Epoch
+			}
+		}
+		if h.snap != nil && h.snap.epoch == "" && h.snap.version == 0 {
+			// The cached empty snapshot is the epoch's version 0; a copy,
+			// as clients' writers may be reading the cached one.
+			cp := *h.snap
+			cp.epoch = m.Epoch
+			h.snap = &cp
+		}
+	}
 	switch last := h.last; {
+	case slices.Contains(h.left, m.Epoch):
+		h.mu.Unlock()
+		return nil // published before the view moved to the epoch it is in
+	case m.Epoch != h.epoch:
+		was := h.epoch
+		h.mu.Unlock()
+		why := "epoch"
+		if m.Reset {
+			why = "reset"
+		}
+		h.log.Info("view epoch changed", "epoch", m.Epoch, "after", was, "reset", m.Reset)
+		return h.resync(ctx, why, m.Version)
 	case m.Version <= last:
 		h.mu.Unlock()
 		return nil // the snapshot holds it already
@@ -306,11 +356,14 @@ func (h *viewHub) onMessage(ctx context.Context, payload string) error {
 		h.log.Info("view reset", "version", m.Version, "after", last)
 		return h.resync(ctx, "reset", m.Version)
 	case m.Version == last+1:
-		e := newEvent("delta", h.view.Name, m.Version, []byte(payload))
+		e := newEvent("delta", h.view.Name, m.Epoch, m.Version, []byte(payload))
 		h.keep(e)
 		h.last = e.version
 		for c := range h.clients {
 			switch {
+			case c.epoch != e.epoch:
+				// Joined with a snapshot of an epoch the hub has not
+				// reached yet: the hub's resync brings it along.
 			case c.have >= e.version:
 			case c.have == e.version-1:
 				h.send(c, e)
@@ -348,8 +401,9 @@ func (h *viewHub) resync(ctx context.Context, why string, least int64) error {
 	}
 	h.mu.Lock()
 	// A lost mark comes without a new version: everyone gets the snapshot
-	// that carries it.
-	back := (h.synced && e.version < h.last) || (lost != "" && h.lost == "")
+	// that carries it. So does everyone when the epoch changed: versions
+	// of the old one say nothing about the new one.
+	back := (h.synced && (e.version < h.last || e.epoch != h.epoch)) || (lost != "" && h.lost == "")
 	// Clients of a range of their own need a series of that range: one
 	// read per range, however many clients share it.
 	spans := map[string]*span{}
@@ -368,15 +422,21 @@ func (h *viewHub) resync(ctx context.Context, why string, least int64) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lost = lost
-	h.log.Info("view snapshot", "why", why, "version", e.version, "clients", len(h.clients), "ranges", len(own))
-	h.synced, h.last, h.ring, h.snap = true, e.version, h.ring[:0], e
+	h.log.Info("view snapshot", "why", why, "epoch", e.epoch, "version", e.version, "clients", len(h.clients), "ranges", len(own))
+	if h.epoch != e.epoch && h.epoch != "" {
+		h.left = append(h.left, h.epoch)
+		if len(h.left) > 8 {
+			h.left = h.left[1:]
+		}
+	}
+	h.synced, h.last, h.epoch, h.ring, h.snap = true, e.version, e.epoch, h.ring[:0], e
 	for c := range h.clients {
 		ce := e
 		if c.span != nil {
 			ce = own[c.span.key()]
 		}
 		switch {
-		case !back && c.have >= e.version:
+		case !back && c.epoch == e.epoch && c.have >= e.version:
 		case ce == nil:
 			// Joined while the ranges were read, behind this snapshot:
 			// it reconnects and resumes.
@@ -395,7 +455,7 @@ func (h *viewHub) resync(ctx context.Context, why string, least int64) error {
 func (h *viewHub) read(ctx context.Context, sp *span) (*event, string, error) {
 	var data any
 	var version int64
-	var lost string
+	var lost, epoch string
 	var from int64
 	if h.view.Bucketed() {
 		if sp == nil {
@@ -406,19 +466,19 @@ func (h *viewHub) read(ctx context.Context, sp *span) (*event, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		data, version, lost, from = s, s.Version, s.Lost, sp.from.Unix()
+		data, version, lost, epoch, from = s, s.Version, s.Lost, s.Epoch, sp.from.Unix()
 	} else {
 		s, err := h.store.Snapshot(ctx, h.view)
 		if err != nil {
 			return nil, "", err
 		}
-		data, version, lost = s, s.Version, s.Lost
+		data, version, lost, epoch = s, s.Version, s.Lost, s.Epoch
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
 		return nil, "", err
 	}
-	e := newEvent("snapshot", h.view.Name, version, b)
+	e := newEvent("snapshot", h.view.Name, epoch, version, b)
 	e.from = from
 	return e, lost, nil
 }
@@ -458,7 +518,7 @@ func (h *viewHub) since(v int64) ([]*event, bool) {
 func (h *viewHub) send(c *client, e *event) {
 	select {
 	case c.sink.ch <- e:
-		c.have = e.version
+		c.have, c.epoch = e.version, e.epoch
 		h.count(e)
 	default:
 		h.drop(c)
@@ -485,12 +545,12 @@ func (h *viewHub) drop(c *client) {
 // joining client.
 var errBusy = errors.New("the view changes too fast to catch up; try again")
 
-func (h *viewHub) join(ctx context.Context, resume int64, sp *span, s *sink) (*client, error) {
+func (h *viewHub) join(ctx context.Context, resume position, sp *span, s *sink) (*client, error) {
 	c := &client{sink: s, hub: h, span: sp}
 	// The caller sizes the sink for every view it joins; since bounds each
 	// view's first events by the buffer. Other views' deltas may already
 	// fill it, and then the connection is dropped like any slow one.
-	register := func(evs []*event, have int64) {
+	register := func(evs []*event, have int64, epoch string) {
 		for _, e := range evs {
 			select {
 			case s.ch <- e:
@@ -501,13 +561,13 @@ func (h *viewHub) join(ctx context.Context, resume int64, sp *span, s *sink) (*c
 				return
 			}
 		}
-		c.have = have
+		c.have, c.epoch = have, epoch
 		h.clients[c] = struct{}{}
 	}
 	h.mu.Lock()
-	if resume >= 0 && h.synced {
-		if evs, ok := h.since(resume); ok {
-			register(evs, h.last)
+	if resume.version >= 0 && h.synced && resume.epoch == h.epoch {
+		if evs, ok := h.since(resume.version); ok {
+			register(evs, h.last, h.epoch)
 			h.mu.Unlock()
 			return c, nil
 		}
@@ -522,14 +582,17 @@ func (h *viewHub) join(ctx context.Context, resume int64, sp *span, s *sink) (*c
 		} else if snap != nil && !h.current(snap) {
 			snap = nil // a new bucket began: the live range moved on
 		}
+		if snap != nil && snap.epoch != h.epoch && (snap.epoch == "" || slices.Contains(h.left, snap.epoch)) {
+			snap = nil // of an epoch the view has left
+		}
 		if snap != nil {
-			if snap.version >= h.last {
-				register([]*event{snap}, snap.version)
+			if snap.epoch != h.epoch || snap.version >= h.last {
+				register([]*event{snap}, snap.version, snap.epoch)
 				h.mu.Unlock()
 				return c, nil
 			}
 			if evs, ok := h.since(snap.version); ok && len(evs) < h.buffer {
-				register(append([]*event{snap}, evs...), h.last)
+				register(append([]*event{snap}, evs...), h.last, h.epoch)
 				h.mu.Unlock()
 				return c, nil
 			}
@@ -557,7 +620,7 @@ func (h *viewHub) join(ctx context.Context, resume int64, sp *span, s *sink) (*c
 				return nil, err
 			}
 			h.mu.Lock()
-			if h.snap == nil || e.version >= h.snap.version || !h.current(h.snap) {
+			if h.snap == nil || e.epoch != h.snap.epoch || e.version >= h.snap.version || !h.current(h.snap) {
 				h.snap = e
 			}
 			h.mu.Unlock()

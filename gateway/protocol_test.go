@@ -117,22 +117,28 @@ func TestResumeWithLastEventID(t *testing.T) {
 	}
 
 	applyAndWait(3) // 5, 6, 7
-	if got := first("4", 3); strings.Join(got, " ") != "delta:5 delta:6 delta:7" {
+	if got := first(id(4), 3); strings.Join(got, " ") != "delta:"+id(5)+" delta:"+id(6)+" delta:"+id(7) {
 		t.Errorf("resume after 4: got %v, want the deltas 5, 6, 7", got)
 	}
 
-	upToDate := g.open("a", http.Header{"Last-Event-ID": {"7"}})
+	upToDate := g.open("a", http.Header{"Last-Event-ID": {id(7)}})
 	g.apply("a", "x", 1, true)
 	upToDate.expect("delta", 8)
 	upToDate.close()
 
 	v := applyAndWait(20) // 9..28: version 1 has left the ring
-	want := "snapshot:" + strconv.FormatInt(v, 10)
-	if got := first("1", 1); strings.Join(got, " ") != want {
+	want := "snapshot:" + id(v)
+	if got := first(id(1), 1); strings.Join(got, " ") != want {
 		t.Errorf("resume after 1, older than the history: got %v, want %s", got, want)
 	}
-	if got := first("99", 1); strings.Join(got, " ") != want {
+	if got := first(id(99), 1); strings.Join(got, " ") != want {
 		t.Errorf("resume after 99, ahead of the view: got %v, want %s", got, want)
+	}
+	// A version of another epoch, or of none, says nothing of this one.
+	for _, other := range []string{"27@e0", "27"} {
+		if got := first(other, 1); strings.Join(got, " ") != want {
+			t.Errorf("resume after %s: got %v, want %s", other, got, want)
+		}
 	}
 }
 
@@ -191,7 +197,7 @@ func TestSlowClientIsDroppedWithoutSlowingOthers(t *testing.T) {
 	last := int64(-1)
 	for _, line := range strings.Split(string(raw), "\n") {
 		if id, ok := strings.CutPrefix(line, "id: "); ok {
-			v, _ := strconv.ParseInt(strings.TrimSpace(id), 10, 64)
+			v := sseEvent{ID: strings.TrimSpace(id)}.version(t)
 			if last >= 0 && v != last+1 {
 				t.Fatalf("slow client got version %d after %d", v, last)
 			}
@@ -203,7 +209,7 @@ func TestSlowClientIsDroppedWithoutSlowingOthers(t *testing.T) {
 	}
 	// It gets the deltas it missed, or a snapshot when they are more than
 	// its queue holds.
-	resumed := g.open("a", http.Header{"Last-Event-ID": {strconv.FormatInt(last, 10)}})
+	resumed := g.open("a", http.Header{"Last-Event-ID": {id(last)}})
 	if n-last < int64(serve.ClientBuffer) {
 		resumed.expect("delta", last+1)
 	} else {
@@ -248,10 +254,13 @@ func TestMultiplexedStreamKeepsEachViewInOrderAndResumes(t *testing.T) {
 	// composite, so state.apply's id check gets the view's own version.
 	apply := func(e sseEvent) string {
 		v := viewOf(e)
-		var ver struct{ Version int64 }
+		var ver struct {
+			Version int64
+			Epoch   string
+		}
 		json.Unmarshal([]byte(e.Data), &ver)
 		own := e
-		own.ID = strconv.FormatInt(ver.Version, 10)
+		own.ID = strconv.FormatInt(ver.Version, 10) + "@" + ver.Epoch
 		sts[v].apply(t, own)
 		return e.ID
 	}
@@ -265,8 +274,8 @@ func TestMultiplexedStreamKeepsEachViewInOrderAndResumes(t *testing.T) {
 	for sts["a"].version < 10 || sts["b"].version < 10 {
 		lastID = apply(s.next())
 	}
-	if lastID != "a:10,b:10" {
-		t.Fatalf("last id %q, want a:10,b:10", lastID)
+	if want := "a:" + id(10) + ",b:" + id(10); lastID != want {
+		t.Fatalf("last id %q, want %s", lastID, want)
 	}
 	s.close()
 	g.apply("a", "g0", 1, true)
@@ -462,13 +471,13 @@ func TestResetSendsSnapshotWithTheNewNumbers(t *testing.T) {
 
 	// The resume ring does not reach across the reset: a client from
 	// before it gets a snapshot, one from the reset on gets the deltas.
-	before := g.open("a", http.Header{"Last-Event-ID": {"3"}})
+	before := g.open("a", http.Header{"Last-Event-ID": {id(3)}})
 	var sb state
 	before.catchUp(&sb, v+1)
 	if sb.n["r"] != 3 || sb.n["g1"] != 0 {
 		t.Fatalf("resumed from before the reset: %v", sb.n)
 	}
-	g.open("a", http.Header{"Last-Event-ID": {strconv.FormatInt(v, 10)}}).expect("delta", v+1)
+	g.open("a", http.Header{"Last-Event-ID": {id(v)}}).expect("delta", v+1)
 }
 
 func TestResetOfBucketedViewSendsFreshSeries(t *testing.T) {
@@ -491,5 +500,62 @@ func TestResetOfBucketedViewSendsFreshSeries(t *testing.T) {
 	want := hourName(now.Add(-time.Hour)) + "/y=1 " + hourName(now) + "/w=2 " + hourName(now) + "/x=40"
 	if st.String() != want {
 		t.Fatalf("after the reset %s, want %s", &st, want)
+	}
+}
+
+// Redis loses its last writes with the reader that made them (a failover
+// to a replica that missed them); the next reader issues the lost version
+// numbers again, with other contents, under a new epoch. A client at the
+// old history's newest version must not take the new history's versions
+// for ones it has, nor apply the next one on top of the old state: every
+// client gets the new epoch's snapshot, and resuming from the old epoch
+// gets one too.
+func TestNewEpochSendsEveryClientItsSnapshot(t *testing.T) {
+	g := startGateway(t, defaultServe())
+	ctx := context.Background()
+	k := publish.KeysFor(g.prefix, "a")
+	for range 3 {
+		g.apply("a", "x", 1, true)
+	}
+	dump := map[string]string{}
+	for _, key := range []string{k.Meta(), k.Measure("n")} {
+		d, err := g.rdb.Dump(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump[key] = d
+	}
+	s := g.open("a", nil)
+	var st state
+	s.catchUp(&st, 3)
+	g.apply("a", "x", 1, true)
+	g.apply("a", "x", 1, true)
+	st.apply(t, s.expect("delta", 4))
+	st.apply(t, s.expect("delta", 5))
+	lastID := id(5)
+
+	// Versions 4 and 5 are lost; the next reader starts epoch e2.
+	for key, d := range dump {
+		if err := g.rdb.RestoreReplace(ctx, key, 0, d).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.rdb.HSet(ctx, k.Meta(), "epoch", "e2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		g.apply("a", "y", 1, true) // versions 4, 5, 6 of e2
+	}
+	for st.epoch != "e2" || st.version < 6 {
+		st.apply(t, s.next())
+	}
+	if snap := g.snapshot("a"); !st.equals(snap) {
+		t.Fatalf("client at %s %d with %v; the view holds %v at %s %d", st.epoch, st.version, st.n, snap.Measures["n"], snap.Epoch, snap.Version)
+	}
+	r := g.open("a", http.Header{"Last-Event-ID": {lastID}})
+	var rs state
+	r.catchUp(&rs, 6)
+	if rs.epoch != "e2" || !rs.equals(g.snapshot("a")) {
+		t.Fatalf("resumed from %s of the old epoch to %s %d %v", lastID, rs.epoch, rs.version, rs.n)
 	}
 }

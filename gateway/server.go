@@ -250,20 +250,21 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, snap)
 }
 
-// events is one view's stream; each event's id is the view's version.
+// events is one view's stream; each event's id is the view's version
+// with its epoch.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	v := s.view(w, r)
 	if v == nil {
 		return
 	}
-	resume := map[string]int64{}
+	resume := map[string]position{}
 	if id := lastEventID(r); id != "" {
-		n, err := strconv.ParseInt(id, 10, 64)
-		if err != nil || n < 0 {
+		n, epoch, ok := parseEventID(id)
+		if !ok {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Last-Event-ID is not a version"})
 			return
 		}
-		resume[v.Name] = n
+		resume[v.Name] = position{n, epoch}
 	}
 	spans, ok := s.spans(w, r, []string{v.Name})
 	if !ok {
@@ -275,8 +276,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // eventsMux streams several views on one connection (?view=a&view=b; all
 // the token may read without view), because a browser opens at most six
 // HTTP/1.1 connections to a host and a dashboard may show more views.
-// Each event's id lists every view's version, "a:12,b:7", so one
-// Last-Event-ID resumes them all.
+// Each event's id lists every view's version and epoch,
+// "a:12@<epoch>,b:7@<epoch>", so one Last-Event-ID resumes them all.
 func (s *Server) eventsMux(w http.ResponseWriter, r *http.Request) {
 	g := s.authorize(w, r, "")
 	if g == nil {
@@ -309,17 +310,17 @@ func (s *Server) eventsMux(w http.ResponseWriter, r *http.Request) {
 			list = append(list, n)
 		}
 	}
-	resume := map[string]int64{}
+	resume := map[string]position{}
 	if id := lastEventID(r); id != "" {
 		for _, part := range strings.Split(id, ",") {
 			name, ver, ok := strings.Cut(part, ":")
-			n, err := strconv.ParseInt(ver, 10, 64)
-			if !ok || err != nil || n < 0 {
+			n, epoch, valid := parseEventID(ver)
+			if !ok || !valid {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Last-Event-ID is not a list of view:version"})
 				return
 			}
 			if seen[name] {
-				resume[name] = n
+				resume[name] = position{n, epoch}
 			}
 		}
 	}
@@ -366,15 +367,15 @@ func lastEventID(r *http.Request) string {
 
 // stream joins the views' hubs on one sink and writes its events until the
 // client leaves, the gateway stops, or a hub drops the connection as slow.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, resume map[string]int64, spans map[string]*span, mux bool) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, resume map[string]position, spans map[string]*span, mux bool) {
 	rc := http.NewResponseController(w)
 	// A deadline in the past makes a blocked write return at once.
 	sk := newSink(s.opts.Serve.ClientBuffer*len(views), func() { _ = rc.SetWriteDeadline(time.Now()) })
-	have := map[string]int64{}
+	have := map[string]string{}
 	for _, name := range views {
-		from := int64(-1)
-		if v, ok := resume[name]; ok {
-			from, have[name] = v, v
+		from := position{version: -1}
+		if p, ok := resume[name]; ok {
+			from, have[name] = p, eventID(p.version, p.epoch)
 		}
 		c, err := s.hub.Join(r.Context(), name, from, spans[name], sk)
 		if err != nil {
@@ -393,9 +394,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, 
 	var idb strings.Builder
 	id := func(e *event) string {
 		if !mux {
-			return strconv.FormatInt(e.version, 10)
+			return eventID(e.version, e.epoch)
 		}
-		have[e.view] = e.version
+		have[e.view] = eventID(e.version, e.epoch)
 		idb.Reset()
 		for _, name := range views {
 			if v, ok := have[name]; ok {
@@ -404,7 +405,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, views []string, 
 				}
 				idb.WriteString(name)
 				idb.WriteByte(':')
-				idb.WriteString(strconv.FormatInt(v, 10))
+				idb.WriteString(v)
 			}
 		}
 		return idb.String()

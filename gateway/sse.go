@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,13 +13,14 @@ import (
 // version on a view's stream, every view's version on a multiplexed one.
 type event struct {
 	view    string
+	epoch   string // the epoch version counts in
 	version int64
 	kind    string // "snapshot" or "delta"
 	from    int64  // a bucketed view's snapshot: the start of its range, Unix seconds
 	body    []byte // the event and data lines and the blank line that ends the event
 }
 
-func newEvent(kind, view string, version int64, data []byte) *event {
+func newEvent(kind, view, epoch string, version int64, data []byte) *event {
 	var b bytes.Buffer
 	b.Grow(len(data) + 32)
 	b.WriteString("event: ")
@@ -31,7 +33,7 @@ func newEvent(kind, view string, version int64, data []byte) *event {
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
-	return &event{view: view, version: version, kind: kind, body: b.Bytes()}
+	return &event{view: view, epoch: epoch, version: version, kind: kind, body: b.Bytes()}
 }
 
 // sseWriter writes an event stream to one client.
@@ -56,6 +58,24 @@ func startSSE(w http.ResponseWriter, rc *http.ResponseController, timeout time.D
 		return nil, err
 	}
 	return s, s.flush()
+}
+
+// eventID is one view's part of an event id: its version and the epoch
+// the version counts in, "12@9f3a5c1e2b4d6f70". A client resuming from
+// another epoch than the view's gets a snapshot.
+func eventID(version int64, epoch string) string {
+	return strconv.FormatInt(version, 10) + "@" + epoch
+}
+
+// parseEventID reads eventID's form; a bare version (no epoch) resumes
+// nothing but a snapshot.
+func parseEventID(s string) (version int64, epoch string, ok bool) {
+	v, epoch, _ := strings.Cut(s, "@")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, "", false
+	}
+	return n, epoch, true
 }
 
 // write sends e with id, which a browser reconnecting sends back as

@@ -167,7 +167,8 @@ var (
 	descApplyErrors = counter("redis_errors_total", "Failed batch applies to Redis; each is retried with backoff.")
 	descReadErrors  = counter("stream_errors_total", "Failed DynamoDB Streams calls after the SDK's own retries; each is retried with backoff.")
 	descExpired     = counter("expired_iterators_total", "Shard iterators that expired and were fetched again from the checkpoint.")
-	descTrimmed     = counter("trimmed_total", "Times records were trimmed from the stream before they were read.")
+	descTrimmed     = counter("trimmed_total", "Times records were trimmed from the stream before they were read; the views are marked lost.")
+	descGone        = counter("shards_gone_total", "Shards that left the stream before they were read to their end; the views are marked lost.")
 	descLeasesHeld  = prometheus.NewDesc("streamtally_leases_held", "Shard leases this process holds.", nil, nil)
 	descViewLost    = prometheus.NewDesc("streamtally_view_lost",
 		"1 while the view is lost: Redis lost data the stream can no longer replay, so its counters are incomplete and no longer updated.", []string{"view"}, nil)
@@ -189,7 +190,7 @@ func counter(name, help string) *prometheus.Desc {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIteratorAge, descCheckpointLag, descShardRecords, descShardBatches,
 		descRecords, descBatches, descBad, descReplayed, descMoved, descApplyErrors, descReadErrors, descExpired,
-		descTrimmed, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleas, descViewLost} {
+		descTrimmed, descGone, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleas, descViewLost} {
 		ch <- d
 	}
 	ch <- descDeadLetters
@@ -214,7 +215,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		descRecords: ws.Records.Load(), descBatches: ws.Batches.Load(),
 		descReplayed: ts.Replayed.Load(), descMoved: ts.Moved.Load(),
 		descApplyErrors: ws.ApplyErrors.Load(), descReadErrors: ws.ReadErrors.Load(),
-		descExpired: ws.ExpiredIterators.Load(), descTrimmed: ws.Trimmed.Load(),
+		descExpired: ws.ExpiredIterators.Load(), descTrimmed: ws.Trimmed.Load(), descGone: ws.Gone.Load(),
 		descLeasesTaken: ws.LeasesTaken.Load(), descLeasesLost: ws.LeasesLost.Load(), descLeasesReleas: ws.LeasesReleased.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))

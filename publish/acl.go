@@ -14,8 +14,9 @@ func ACL(prefix string, cluster bool) []string {
 		"-@all",
 		// Readiness. AUTH and HELLO need no rule.
 		"+ping",
-		// Applying a batch: the script, its commands and the fences.
-		"+evalsha", "+eval", "+hget", "+hmget", "+exists", "+hset", "+hsetnx", "+hincrby", "+hdel",
+		// Applying a batch: the script, its commands and the fences. The
+		// script reads Redis's clock for holds and bucket expiry.
+		"+evalsha", "+eval", "+hget", "+hmget", "+exists", "+hset", "+hsetnx", "+hincrby", "+hdel", "+time",
 		// Time buckets: their expiry and the index of live buckets.
 		"+pexpireat", "+zadd", "+zrem", "+zremrangebyscore",
 		// Snapshots, and series of bucketed views.

@@ -1,27 +1,39 @@
 -- Applies one view's pre-aggregated delta for one shard, atomically:
--- measure hashes, item counts, fence, version and the pub/sub message.
+-- measure hashes, item counts, fence, epoch, version and the pub/sub
+-- message.
 --
 -- KEYS[1] meta hash, KEYS[2] item-count hash, KEYS[3..] one hash per measure
 -- ARGV[1] fence field        ARGV[2] expected fence ('' = none)
 -- ARGV[3] new fence          ARGV[4] updated_ms
--- ARGV[5] channel            ARGV[6], ARGV[7] message around the version
--- ARGV[8] measure kinds, one letter per measure key: c(ount) or s(um)
--- ARGV[9] PUBLISH, or SPUBLISH in a cluster
--- ARGV[10] '' for a view without buckets
--- ARGV[11..] per group: key, count delta, then one decimal delta per sum
+-- ARGV[5] channel
+-- ARGV[6] message up to the epoch, ARGV[7] between epoch and version,
+-- ARGV[8] after the version (a bucketed view: the opening of "buckets")
+-- ARGV[9] measure kinds, one letter per measure key: c(ount) or s(um)
+-- ARGV[10] PUBLISH, or SPUBLISH in a cluster
+-- ARGV[11] a fresh epoch, taken when the view has none yet or when
+--   ARGV[12] asks for a new one
+-- ARGV[12] '' to continue the view's epoch; '=' .. E to start a new epoch
+--   unless the view's epoch moved on from E already (another reader
+--   started one since the caller looked)
+-- ARGV[13] '' for a view without buckets
+-- ARGV[14..] per group: key, count delta, then one decimal delta per sum
 --
 -- A bucketed view instead has:
 -- KEYS[2] the bucket index (ZSET), then per bucket its item-count hash and
 --   one hash per measure
--- ARGV[10] 'items' (buckets by item time), or 'net' (by stream time: a
+-- ARGV[13] 'items' (buckets by item time), or 'net' (by stream time: a
 --   bucket holds net changes, so a group stays while any value is not 0)
--- ARGV[11] the index score at or below which buckets have expired
--- ARGV[12..] per bucket: name, start (score), expiry (Unix ms), number of
---   groups, then the groups as above
+-- ARGV[14] the message's end, after the buckets
+-- ARGV[15] bucket size plus retention, ms: a bucket whose start is that
+--   long before Redis's clock has expired
+-- ARGV[16..] per bucket: name, start (Unix seconds, the index score),
+--   expiry (Unix ms), its part of the message ('' if nothing visible
+--   changed), number of groups, then the groups as above
 --
--- Returns {1, version} when applied (version 0: the delta had no groups and
--- only moved the fence), {0, current fence} when the fence moved, {2, reason}
--- when the view is marked lost, {3, hold} while a rebuild holds the view.
+-- Returns {1, version} when applied (version 0: nothing a reader can see
+-- changed, and only the fence moved), {0, current fence} when the fence
+-- moved, {2, reason} when the view is marked lost, {3, hold} while a
+-- recount holds the view.
 
 -- Sums are exact decimals kept as strings: Lua numbers are doubles, and
 -- HINCRBYFLOAT is a long double, so neither may touch them.
@@ -92,21 +104,25 @@ local function seq_less(a, b)
   return a < b
 end
 
-local meta, items = KEYS[1], KEYS[2]
--- A rebuild holds the view ('<token>:<deadline ms>') while it catches up
+-- Redis's own clock, in ms: holds and bucket expiry are judged by the one
+-- clock that sets them, never by the caller's.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local meta = KEYS[1]
+-- A recount holds the view ('<token>:<deadline ms>') while it catches up
 -- and swaps: the caller retries the batch, so fences and checkpoints stay
--- where the rebuild read them. A hold past its deadline (by the caller's
--- clock, ARGV[4], so that the daemon needs no TIME) is ignored, so a
--- rebuild that died blocks nothing for long.
+-- where the recount read them. A hold past its deadline is ignored, so a
+-- recount that died blocks nothing for long.
 local hold = redis.call('HGET', meta, 'hold')
-if hold and tonumber(ARGV[4]) < tonumber(string.match(hold, ':(%d+)$') or '0') then
+if hold and now < tonumber(string.match(hold, ':(%d+)$') or '0') then
   return {3, hold}
 end
 local lost = redis.call('HGET', meta, 'lost')
 if lost then
   -- The counters are not touched, but the fence still follows the stream,
-  -- so that it never trails a checkpoint and a rebuild's hold freezes every
-  -- position the rebuild must reach.
+  -- so that it never trails a checkpoint and a recount's hold freezes every
+  -- position the recount must reach.
   local cur = redis.call('HGET', meta, ARGV[1]) or ''
   if seq_less(cur, ARGV[3]) then
     redis.call('HSET', meta, ARGV[1], ARGV[3])
@@ -117,14 +133,19 @@ local cur = redis.call('HGET', meta, ARGV[1]) or ''
 if cur ~= ARGV[2] then
   return {0, cur}
 end
-if #ARGV < 11 then
-  -- Nothing a reader can see changed; the fence still moves so that it
-  -- covers every record the consumer checkpoints.
-  redis.call('HSET', meta, ARGV[1], ARGV[3])
-  return {1, 0}
+
+-- The epoch names the history the versions count in. A reader that cannot
+-- prove it continues what subscribers saw starts a new one, once.
+local epoch = redis.call('HGET', meta, 'epoch')
+if ARGV[12] ~= '' and (epoch or '') == string.sub(ARGV[12], 2) then
+  epoch = nil
+end
+if not epoch then
+  epoch = ARGV[11]
+  redis.call('HSET', meta, 'epoch', epoch)
 end
 
-local kinds = ARGV[8]
+local kinds = ARGV[9]
 local nm = #kinds
 local nsum = 0
 for k = 1, nm do
@@ -154,19 +175,19 @@ local function apply_groups(base, i, n, net)
         else
           s = s + 1
           local d = ARGV[i + 1 + s]
-          local now = '0'
+          local v = '0'
           if d ~= '0' then
             local old = redis.call('HGET', KEYS[base + k], g) or '0'
-            now = dec_add(old, d)
-            redis.call('HSET', KEYS[base + k], g, now)
+            v = dec_add(old, d)
+            redis.call('HSET', KEYS[base + k], g, v)
           elseif net then
-            now = redis.call('HGET', KEYS[base + k], g) or '0'
-            if now == '0' then redis.call('HSET', KEYS[base + k], g, '0') end
+            v = redis.call('HGET', KEYS[base + k], g) or '0'
+            if v == '0' then redis.call('HSET', KEYS[base + k], g, '0') end
           elseif dc ~= 0 then
             -- A group entering with a zero sum still shows it as '0'.
             redis.call('HSETNX', KEYS[base + k], g, '0')
           end
-          if now ~= '0' then gone = false end
+          if v ~= '0' then gone = false end
         end
       end
     end
@@ -185,30 +206,52 @@ local function apply_groups(base, i, n, net)
   return i
 end
 
-if ARGV[10] == '' then
-  apply_groups(2, 11, (#ARGV - 10) / (2 + nsum), false)
+local body
+if ARGV[13] == '' then
+  if #ARGV < 14 then
+    -- Nothing a reader can see changed; the fence still moves so that it
+    -- covers every record the consumer checkpoints.
+    redis.call('HSET', meta, ARGV[1], ARGV[3])
+    return {1, 0}
+  end
+  apply_groups(2, 14, (#ARGV - 13) / (2 + nsum), false)
+  body = ARGV[8]
 else
-  local net = ARGV[10] == 'net'
+  local net = ARGV[13] == 'net'
   local index = KEYS[2]
-  local base, i = 3, 12
+  local base, i = 3, 16
+  local applied, parts = 0, {}
   while i <= #ARGV do
-    local name, start, expire, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    i = apply_groups(base, i + 4, n, net)
-    -- A bucket lives until its end plus the retention; an expiry in the
-    -- past deletes it at once, so a late change never brings back an
-    -- expired bucket with partial numbers.
-    for k = 0, nm do redis.call('PEXPIREAT', KEYS[base + k], expire) end
-    if redis.call('EXISTS', KEYS[base]) == 1 then
-      redis.call('ZADD', index, start, name)
-    else
+    local name, start, expire, part, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+    if expire <= now then
+      -- Redis has expired the bucket, or is about to: a change would
+      -- bring it back with partial numbers, and a message about it would
+      -- announce groups no hash holds. Only its keys' expiry is enforced.
+      i = i + 5 + n * (2 + nsum)
+      for k = 0, nm do redis.call('DEL', KEYS[base + k]) end
       redis.call('ZREM', index, name)
+    else
+      i = apply_groups(base, i + 5, n, net)
+      for k = 0, nm do redis.call('PEXPIREAT', KEYS[base + k], expire) end
+      if redis.call('EXISTS', KEYS[base]) == 1 then
+        redis.call('ZADD', index, start, name)
+      else
+        redis.call('ZREM', index, name)
+      end
+      applied = applied + 1
+      if part ~= '' then parts[#parts + 1] = part end
     end
     base = base + 1 + nm
   end
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[11])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', math.floor((now - tonumber(ARGV[15])) / 1000))
+  if applied == 0 then
+    redis.call('HSET', meta, ARGV[1], ARGV[3])
+    return {1, 0}
+  end
+  body = ARGV[8] .. table.concat(parts, ',') .. ARGV[14]
 end
 
 redis.call('HSET', meta, ARGV[1], ARGV[3], 'updated_ms', ARGV[4])
 local v = redis.call('HINCRBY', meta, 'version', 1)
-redis.call(ARGV[9], ARGV[5], ARGV[6] .. v .. ARGV[7])
+redis.call(ARGV[10], ARGV[5], ARGV[6] .. epoch .. ARGV[7] .. v .. body)
 return {1, v}

@@ -88,7 +88,7 @@ func TestBucketedApplyWritesBucketKeysIndexExpiryAndMessage(t *testing.T) {
 		hour(-1):  {"Web": {2, []string{"10.5"}}, "Phone": {1, []string{"0"}}},
 		hour(-41): {"Web": {1, []string{"-1.25"}}},
 	}))
-	want := `{"view":"per_hour","version":1,"buckets":{` +
+	want := `{"view":"per_hour","epoch":"` + f.meta(v.Name)["epoch"] + `","version":1,"buckets":{` +
 		`"` + hour(-41) + `":{"amount":{"Web":"-1.25"},"donations":{"Web":"1"}},` +
 		`"` + hour(-1) + `":{"amount":{"Web":"10.5"},"donations":{"Phone":"1","Web":"2"}}},"ts_ms":` +
 		fmt.Sprint(seriesNow.UnixMilli()) + `}`
@@ -153,7 +153,7 @@ func TestBucketedApplyWritesBucketKeysIndexExpiryAndMessage(t *testing.T) {
 	if _, ok := f.index(v.Name)[hour(-41)]; ok {
 		t.Error("an emptied bucket stayed in the index")
 	}
-	want = `{"view":"per_hour","version":2,"buckets":{"` + hour(-41) + `":{"amount":{"Web":"1.25"},"donations":{"Web":"-1"}}},"ts_ms":` +
+	want = `{"view":"per_hour","epoch":"` + f.meta(v.Name)["epoch"] + `","version":2,"buckets":{"` + hour(-41) + `":{"amount":{"Web":"1.25"},"donations":{"Web":"-1"}}},"ts_ms":` +
 		fmt.Sprint(seriesNow.UnixMilli()) + `}`
 	if got := sub.next(); got != want {
 		t.Errorf("message\n%s\nwant\n%s", got, want)
@@ -214,7 +214,7 @@ func TestSeriesReadsARangeWithItsVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(s)
-	want := `{"view":"per_hour","version":2,"updated_ms":` + fmt.Sprint(seriesNow.UnixMilli()) +
+	want := `{"view":"per_hour","epoch":"` + f.meta(v.Name)["epoch"] + `","version":2,"updated_ms":` + fmt.Sprint(seriesNow.UnixMilli()) +
 		`,"from":"` + hour(-3) + `","to":"` + hour(0) + `","buckets":{` +
 		`"` + hour(-3) + `":{"amount":{"Web":"2.5"},"donations":{"Web":"2"}},` +
 		`"` + hour(-1) + `":{"amount":{"Kiosk":"0.01"},"donations":{"Kiosk":"1"}}}}`

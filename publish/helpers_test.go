@@ -196,6 +196,7 @@ func (s *subscription) expectNone() {
 // pubMessage is the pub/sub contract.
 type pubMessage struct {
 	View    string                       `json:"view"`
+	Epoch   string                       `json:"epoch"`
 	Version int64                        `json:"version"`
 	Deltas  map[string]map[string]string `json:"deltas"`
 	TSMS    *int64                       `json:"ts_ms"`
@@ -214,8 +215,8 @@ func parseMessage(t *testing.T, payload string) pubMessage {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	if got := strings.Join(names, ","); got != "deltas,ts_ms,version,view" {
-		t.Fatalf("message fields = %s, want deltas,ts_ms,version,view\n%s", got, payload)
+	if got := strings.Join(names, ","); got != "deltas,epoch,ts_ms,version,view" {
+		t.Fatalf("message fields = %s, want deltas,epoch,ts_ms,version,view\n%s", got, payload)
 	}
 	dec := json.NewDecoder(bytes.NewReader([]byte(payload)))
 	dec.DisallowUnknownFields()
@@ -225,6 +226,9 @@ func parseMessage(t *testing.T, payload string) pubMessage {
 	}
 	if dec.More() {
 		t.Fatalf("trailing data after message: %s", payload)
+	}
+	if len(m.Epoch) != 16 {
+		t.Fatalf("message without an epoch of 16 hex digits: %s", payload)
 	}
 	if m.TSMS == nil || *m.TSMS <= 0 {
 		t.Fatalf("message without a positive ts_ms: %s", payload)

@@ -27,15 +27,29 @@ func TestFencesTellHeldAndLostViews(t *testing.T) {
 		t.Fatalf("fence on an empty store = %+v, want zero", got)
 	}
 	f.apply(mkDelta(v, "B", "", "5", map[string]gd{"Web": {1, []string{"1"}}}))
-	if got := fence(); got != (aggregate.Fence{Held: true}) {
-		t.Fatalf("fence of a shard never applied to a held view = %+v, want only Held", got)
+	if got := fence(); got != (aggregate.Fence{Held: true, Epoch: f.meta(v.Name)["epoch"]}) || got.Epoch == "" {
+		t.Fatalf("fence of a shard never applied to a held view = %+v, want Held and the epoch", got)
 	}
 	f.apply(mkDelta(v, "A", "", "9", map[string]gd{"Web": {1, []string{"1"}}}))
+	whole := f.meta(v.Name)["epoch"]
 	if err := f.store.MarkLost(ctx, v.Name, "test says so"); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := fence(), (aggregate.Fence{Seq: "9", Held: true, Lost: "test says so"}); got != want {
+	got := fence()
+	if want := (aggregate.Fence{Seq: "9", Held: true, Lost: "test says so", Epoch: got.Epoch}); got != want {
 		t.Fatalf("fence = %+v, want %+v", got, want)
+	}
+	// Losing data ends the epoch: what is counted next does not continue
+	// what subscribers saw.
+	if got.Epoch == whole || got.Epoch == "" {
+		t.Errorf("epoch after the loss = %q, before %q: want a new one", got.Epoch, whole)
+	}
+	// A second mark keeps the first reason and epoch: that is the loss.
+	if err := f.store.MarkLost(ctx, v.Name, "a later symptom"); err != nil {
+		t.Fatal(err)
+	}
+	if again := fence(); again != got {
+		t.Errorf("fence after a second mark = %+v, want %+v unchanged", again, got)
 	}
 	if got := f.meta(v.Name)["lost"]; got != "test says so" {
 		t.Errorf("_meta lost = %q, want the reason, for readers", got)

@@ -26,7 +26,7 @@ func TestMessageExample(t *testing.T) {
 	}
 	f.apply(mkDelta(v, "s", "1", "2", map[string]gd{"Web": {1, []string{"10.5"}}, "Phone": {-1, []string{"-10.5"}}}))
 	// Groups are in sorted order, measures by name.
-	want := `{"view":"by_platform","version":42,"deltas":{"amount":{"Phone":"-10.5","Web":"10.5"},"donations":{"Phone":"-1","Web":"1"}},"ts_ms":1700000000000}`
+	want := `{"view":"by_platform","epoch":"` + f.meta(v.Name)["epoch"] + `","version":42,"deltas":{"amount":{"Phone":"-10.5","Web":"10.5"},"donations":{"Phone":"-1","Web":"1"}},"ts_ms":1700000000000}`
 	if got := sub.next(); got != want {
 		t.Errorf("message\n got %s\nwant %s", got, want)
 	}

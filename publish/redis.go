@@ -16,7 +16,9 @@ package publish
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -45,6 +47,10 @@ const (
 	// lostField in the meta hash says the view's counters are incomplete,
 	// and why. Readers must not trust a view that has it.
 	lostField = "lost"
+	// epochField names the view's current epoch: versions count within
+	// an epoch, and a new one begins whenever the view's history is not
+	// a continuation of what subscribers saw.
+	epochField = "epoch"
 )
 
 // Keys names one view's Redis keys.
@@ -106,7 +112,7 @@ func (r *Redis) Fences(ctx context.Context, shard string) (map[string]aggregate.
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, v := range r.views {
 			meta := KeysFor(r.prefix, v.Name).Meta()
-			fields[i] = p.HMGet(ctx, meta, fencePrefix+shard, lostField)
+			fields[i] = p.HMGet(ctx, meta, fencePrefix+shard, lostField, epochField)
 			exists[i] = p.Exists(ctx, meta)
 		}
 		return nil
@@ -119,14 +125,36 @@ func (r *Redis) Fences(ctx context.Context, shard string) (map[string]aggregate.
 		vals := fields[i].Val()
 		seq, _ := vals[0].(string)
 		lost, _ := vals[1].(string)
-		out[v.Name] = aggregate.Fence{Seq: seq, Held: exists[i].Val() == 1, Lost: lost}
+		epoch, _ := vals[2].(string)
+		out[v.Name] = aggregate.Fence{Seq: seq, Held: exists[i].Val() == 1, Lost: lost, Epoch: epoch}
 	}
 	return out, nil
 }
 
-// MarkLost implements aggregate.Store.
+// markLostScript marks a view lost with its reason and, the first time,
+// starts a new epoch: versions counted from here on do not continue the
+// history subscribers saw.
+var markLostScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'lost') == 0 then
+  redis.call('HSET', KEYS[1], 'lost', ARGV[1], 'epoch', ARGV[2])
+end
+return 0
+`)
+
+// MarkLost implements aggregate.Store. A view already marked keeps the
+// reason it was first marked for: that is the loss, later ones follow
+// from it.
 func (r *Redis) MarkLost(ctx context.Context, view, reason string) error {
-	return r.client.HSet(ctx, KeysFor(r.prefix, view).Meta(), lostField, reason).Err()
+	return markLostScript.Run(ctx, r.client, []string{KeysFor(r.prefix, view).Meta()}, reason, randomID()).Err()
+}
+
+// randomID names a new epoch or recount run: random, so that none is
+// ever issued twice, even by a Redis that lost the writes that issued it
+// and by processes that share no state.
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
 }
 
 // Apply implements aggregate.Store: one script call per view delta.
@@ -141,10 +169,16 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 		}
 	}
 	ts := r.now().UnixMilli()
+	bump := ""
+	if d.NewEpoch {
+		bump = "=" + d.EpochSeen
+	}
+	head, mid := messageHead(d.View.Name)
 	var keys []string
 	var args []any
 	if d.View.Bucketed() {
-		keys, args = r.bucketArgs(d, k, kinds.String(), ts)
+		keys, args = r.bucketArgs(d, k, ts)
+		args = append([]any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, mid, `,"buckets":{`, kinds.String(), r.publish, randomID(), bump}, args...)
 	} else {
 		keys = make([]string, 0, 2+len(d.View.Measures))
 		keys = append(keys, k.Meta(), k.Items())
@@ -152,9 +186,8 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 			keys = append(keys, k.Measure(m.Name))
 		}
 		groups := sortedGroups(d.Groups)
-		head, tail := message(d, groups, ts)
-		args = make([]any, 0, 10+len(groups)*(2+d.View.SumCount()))
-		args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds.String(), r.publish, "")
+		args = make([]any, 0, 13+len(groups)*(2+d.View.SumCount()))
+		args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, mid, message(d, groups, ts), kinds.String(), r.publish, randomID(), bump, "")
 		args = appendGroups(args, d.Groups, groups)
 	}
 	res, err := applyScript.Run(ctx, r.client, keys, args...).Slice()
@@ -177,10 +210,12 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: text}
 }
 
-// bucketArgs lays out a bucketed view's delta for the script: after the
-// meta hash and the bucket index, each bucket's item-count hash and
-// measure hashes, so that every key the script touches is declared.
-func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, kinds string, ts int64) ([]string, []any) {
+// bucketArgs lays out a bucketed view's delta for the script, after the
+// arguments every delta has: after the meta hash and the bucket index,
+// each bucket's item-count hash and measure hashes, so that every key the
+// script touches is declared; each bucket's part of the message, so that
+// the script can leave out a bucket that expired before it ran.
+func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, ts int64) ([]string, []any) {
 	v := d.View
 	starts := make([]int64, 0, len(d.Buckets))
 	for b := range d.Buckets {
@@ -189,19 +224,11 @@ func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, kinds string, ts int64) (
 	slices.Sort(starts)
 	keys := make([]string, 0, 2+len(starts)*(1+len(v.Measures)))
 	keys = append(keys, k.Meta(), k.Buckets())
-	// A bucket whose start is at or below this has ended more than the
-	// retention ago: its keys have expired, and it leaves the index.
-	prune := floorDiv(ts-(v.BucketSize()+v.Retention()).Milliseconds(), 1000)
-	head, tail := bucketMessage(d, starts, ts)
 	layout := "items"
 	if v.StreamTimed() {
 		layout = "net"
 	}
-	args := []any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, tail, kinds, r.publish, layout}
-	if len(starts) > 0 {
-		// Without buckets the script only moves the fence.
-		args = append(args, prune)
-	}
+	args := []any{layout, `},"ts_ms":` + strconv.FormatInt(ts, 10) + `}`, (v.BucketSize() + v.Retention()).Milliseconds()}
 	for _, b := range starts {
 		name := aggregate.BucketName(b)
 		keys = append(keys, k.BucketItems(name))
@@ -209,7 +236,7 @@ func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, kinds string, ts int64) (
 			keys = append(keys, k.BucketMeasure(name, m.Name))
 		}
 		groups := sortedGroups(d.Buckets[b])
-		args = append(args, name, b, v.BucketExpiry(b).UnixMilli(), len(groups))
+		args = append(args, name, b, v.BucketExpiry(b).UnixMilli(), bucketPart(v, name, d.Buckets[b], groups), len(groups))
 		args = appendGroups(args, d.Buckets[b], groups)
 	}
 	return keys, args
@@ -226,14 +253,6 @@ func appendGroups(args []any, gds map[string]*aggregate.GroupDelta, groups []str
 	return args
 }
 
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b < 0 {
-		q--
-	}
-	return q
-}
-
 func sortedGroups(gds map[string]*aggregate.GroupDelta) []string {
 	gs := make([]string, 0, len(gds))
 	for g := range gds {
@@ -243,53 +262,40 @@ func sortedGroups(gds map[string]*aggregate.GroupDelta) []string {
 	return gs
 }
 
-// message builds the pub/sub message around the version number, which only
-// the script knows.
-func message(d *aggregate.Delta, groups []string, ts int64) (head, tail string) {
-	head = messageHead(d)
+// message is the part of a view's pub/sub message after the version
+// number, which only the script knows.
+func message(d *aggregate.Delta, groups []string, ts int64) string {
 	var b strings.Builder
 	b.WriteString(`,"deltas":{`)
 	writeMeasures(&b, d.View, d.Groups, groups)
 	b.WriteString(`},"ts_ms":`)
 	b.WriteString(strconv.FormatInt(ts, 10))
 	b.WriteByte('}')
-	return head, b.String()
+	return b.String()
 }
 
-// bucketMessage is message for a bucketed view: the deltas per bucket, in
-// time order, under "buckets" instead of "deltas". A bucket with no
-// visible change is left out.
-func bucketMessage(d *aggregate.Delta, starts []int64, ts int64) (head, tail string) {
-	head = messageHead(d)
+// bucketPart is one bucket's member of a bucketed view's "buckets"
+// object; "" when no value of it visibly changed, and it is left out.
+func bucketPart(v *aggregate.View, name string, gds map[string]*aggregate.GroupDelta, groups []string) string {
 	var b, inner strings.Builder
-	b.WriteString(`,"buckets":{`)
-	first := true
-	for _, s := range starts {
-		inner.Reset()
-		if !writeMeasures(&inner, d.View, d.Buckets[s], sortedGroups(d.Buckets[s])) {
-			continue
-		}
-		if !first {
-			b.WriteByte(',')
-		}
-		first = false
-		writeJSONString(&b, aggregate.BucketName(s))
-		b.WriteString(":{")
-		b.WriteString(inner.String())
-		b.WriteByte('}')
+	if !writeMeasures(&inner, v, gds, groups) {
+		return ""
 	}
-	b.WriteString(`},"ts_ms":`)
-	b.WriteString(strconv.FormatInt(ts, 10))
+	writeJSONString(&b, name)
+	b.WriteString(":{")
+	b.WriteString(inner.String())
 	b.WriteByte('}')
-	return head, b.String()
+	return b.String()
 }
 
-func messageHead(d *aggregate.Delta) string {
+// messageHead is the start of every message of view, around its epoch:
+// {"view":<view>,"epoch":"<epoch>","version":<version>...
+func messageHead(view string) (head, mid string) {
 	var b strings.Builder
 	b.WriteString(`{"view":`)
-	writeJSONString(&b, d.View.Name)
-	b.WriteString(`,"version":`)
-	return b.String()
+	writeJSONString(&b, view)
+	b.WriteString(`,"epoch":"`)
+	return b.String(), `","version":`
 }
 
 // writeMeasures writes, per measure, the groups whose value changed, as

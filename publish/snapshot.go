@@ -14,7 +14,10 @@ import (
 
 // Snapshot is a consistent view of all of one view's measures.
 type Snapshot struct {
-	View      string                       `json:"view"`
+	View string `json:"view"`
+	// Epoch names the history Version counts in: a version means the
+	// same state only within one epoch.
+	Epoch     string                       `json:"epoch"`
 	Version   int64                        `json:"version"`
 	UpdatedMS int64                        `json:"updated_ms"`
 	Measures  map[string]map[string]string `json:"measures"`
@@ -30,7 +33,7 @@ func (r *Redis) Snapshot(ctx context.Context, view *aggregate.View) (*Snapshot, 
 	hashes := make([]*redis.MapStringStringCmd, len(view.Measures))
 	var meta *redis.SliceCmd
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms", lostField)
+		meta = p.HMGet(ctx, k.Meta(), "version", "updated_ms", lostField, epochField)
 		for i, m := range view.Measures {
 			hashes[i] = p.HGetAll(ctx, k.Measure(m.Name))
 		}
@@ -44,6 +47,7 @@ func (r *Redis) Snapshot(ctx context.Context, view *aggregate.View) (*Snapshot, 
 	s.Version = atoi(vals[0])
 	s.UpdatedMS = atoi(vals[1])
 	s.Lost, _ = vals[2].(string)
+	s.Epoch, _ = vals[3].(string)
 	for i, m := range view.Measures {
 		s.Measures[m.Name] = hashes[i].Val()
 	}
@@ -59,6 +63,7 @@ func atoi(v any) int64 {
 // Series is a consistent read of a bucketed view over a time range.
 type Series struct {
 	View      string `json:"view"`
+	Epoch     string `json:"epoch"`
 	Version   int64  `json:"version"`
 	UpdatedMS int64  `json:"updated_ms"`
 	From      string `json:"from"` // the first bucket start included, RFC 3339
@@ -150,6 +155,7 @@ func (r *Redis) series(ctx context.Context, view *aggregate.View, rng *redis.ZRa
 		fields := meta.Val()
 		s.Version = atoi(fields["version"])
 		s.UpdatedMS = atoi(fields["updated_ms"])
+		s.Epoch = fields[epochField]
 		s.Lost = fields[lostField]
 		for i, b := range names {
 			ms := make(map[string]map[string]string, len(view.Measures))

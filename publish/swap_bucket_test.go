@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/streamtally/streamtally/aggregate"
 )
 
@@ -31,18 +29,18 @@ func TestBucketedSwapReplacesBucketsKeepsExpiryAndRebuildsTheIndex(t *testing.T)
 	}))
 	sub.next()
 
-	// Fresh keys a dead run left behind go first, listed or not yet.
-	if err := f.store.WriteNextBuckets(ctx, v, cellsAt(v, map[string]map[string]gd{hour(-4): {"Old": {1, []string{"1"}}}})); err != nil {
+	// Fresh keys a dead run left behind go first.
+	dead := f.claim(v, 300*time.Millisecond)
+	if err := dead.WriteNextBuckets(ctx, cellsAt(v, map[string]map[string]gd{hour(-4): {"Old": {1, []string{"1"}}}})); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.ClearNext(ctx, v); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := f.c.Exists(ctx, k.NextBucketMeasure(hour(-4), "amount"), k.NextBucketMeasure(hour(-4), "_items"), k.NextBuckets()).Result(); n != 0 {
-		t.Fatalf("%d stale fresh keys left after ClearNext", n)
+	time.Sleep(500 * time.Millisecond)
+	c := f.claim(v, time.Minute)
+	if n, _ := f.c.Exists(ctx, k.Fresh(dead.Token(), hour(-4)+":amount"), k.Fresh(dead.Token(), hour(-4)+":_items"), k.FreshList(dead.Token())).Result(); n != 0 {
+		t.Fatalf("%d stale fresh keys left after the next run started", n)
 	}
 
-	if err := f.store.WriteNextBuckets(ctx, v, cellsAt(v, map[string]map[string]gd{
+	if err := c.WriteNextBuckets(ctx, cellsAt(v, map[string]map[string]gd{
 		hour(-1):  {"Web": {5, []string{"10.5"}}, "Phone": {1, []string{"0"}}},
 		hour(0):   {"Phone": {1, []string{"3"}}},
 		hour(-3):  {"Gone": {0, []string{"0"}}}, // no items: no bucket
@@ -52,39 +50,35 @@ func TestBucketedSwapReplacesBucketsKeepsExpiryAndRebuildsTheIndex(t *testing.T)
 	}
 	for _, b := range []string{hour(-1), hour(0)} {
 		for _, m := range []string{"amount", "donations", "_items"} {
-			if ms, _ := f.c.PTTL(ctx, k.NextBucketMeasure(b, m)).Result(); ms <= 0 {
+			if ms, _ := f.c.PTTL(ctx, k.Fresh(c.Token(), b+":"+m)).Result(); ms <= 0 {
 				t.Fatalf("fresh %s of %s has TTL %v, want the bucket's expiry", m, b, ms)
 			}
 		}
 	}
-	if n, _ := f.c.Exists(ctx, k.NextBucketMeasure(hour(-60), "amount")).Result(); n != 0 {
+	if n, _ := f.c.Exists(ctx, k.Fresh(c.Token(), hour(-60)+":amount")).Result(); n != 0 {
 		t.Fatalf("a fresh bucket past its retention was kept")
 	}
-	meta, err := f.store.Hold(ctx, v.Name, "tok", time.Minute)
+	meta, err := c.Hold(ctx, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	moves := []FenceMove{{Shard: "A", Expect: meta.Fences["A"], New: "9"}}
 
-	// A bucket the swap did not list refuses it, changing nothing.
-	if err := f.c.ZAdd(ctx, k.Buckets(), redis.Z{Score: float64(hourStart(-7).Unix()), Member: hour(-7)}).Err(); err != nil {
+	// A fresh bucket hash Redis lost refuses the swap, changing nothing.
+	if err := f.c.Del(ctx, k.Fresh(c.Token(), hour(0)+":donations")).Err(); err != nil {
 		t.Fatal(err)
 	}
-	listed := map[string]int64{}
-	for _, h := range []int{-1, -2, 0, -3, -60} {
-		listed[hour(h)] = hourStart(h).Unix()
-	}
-	if _, err := f.store.swap(ctx, v, "tok", moves, listed); !isRefused(err) {
-		t.Fatalf("swap with an unlisted live bucket: %v, want SwapRefusedError", err)
+	if _, err := c.Swap(ctx, moves); !isRefused(err) {
+		t.Fatalf("swap with a fresh bucket hash gone: %v, want SwapRefusedError", err)
 	}
 	if got := f.hash(k.BucketMeasure(hour(-2), "amount"))["Mail"]; got != "7" {
 		t.Fatalf("a refused swap changed the view: Mail = %q", got)
 	}
-	if err := f.c.ZRem(ctx, k.Buckets(), hour(-7)).Err(); err != nil {
+	if err := c.WriteNextBuckets(ctx, cellsAt(v, map[string]map[string]gd{hour(0): {"Phone": {1, []string{"3"}}}})); err != nil {
 		t.Fatal(err)
 	}
 
-	version, err := f.store.Swap(ctx, v, "tok", moves)
+	version, err := c.Swap(ctx, moves)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,15 +110,15 @@ func TestBucketedSwapReplacesBucketsKeepsExpiryAndRebuildsTheIndex(t *testing.T)
 			}
 		}
 	}
-	if n, _ := f.c.Exists(ctx, k.BucketMeasure(hour(-2), "amount"), k.BucketItems(hour(-2)), k.NextBuckets(),
-		k.NextBucketMeasure(hour(-1), "amount"), k.NextBucketMeasure(hour(0), "_items")).Result(); n != 0 {
+	if n, _ := f.c.Exists(ctx, k.BucketMeasure(hour(-2), "amount"), k.BucketItems(hour(-2)), k.FreshList(c.Token()),
+		k.Fresh(c.Token(), hour(-1)+":amount"), k.Fresh(c.Token(), hour(0)+":_items")).Result(); n != 0 {
 		t.Errorf("%d keys left of the old bucket or the fresh ones", n)
 	}
 	m := f.meta(v.Name)
 	if m["fence:A"] != "9" || m["hold"] != "" || m["lost"] != "" {
 		t.Errorf("meta after the swap = %v", m)
 	}
-	if msg := sub.next(); !strings.HasPrefix(msg, `{"view":"per_hour","version":2,"reset":true,"ts_ms":`) {
+	if msg := sub.next(); !strings.HasPrefix(msg, `{"view":"per_hour","epoch":"`+m["epoch"]+`","version":2,"reset":true,"ts_ms":`) {
 		t.Errorf("message = %s, want a reset for version 2", msg)
 	}
 	// The daemon goes on from the swap's fences.
@@ -184,16 +178,17 @@ func TestBucketedSwapNeverShowsAMix(t *testing.T) {
 		}
 	}()
 	for r := 0; r < 30; r++ {
-		if err := f.store.ClearNext(ctx, v); err != nil {
+		c := f.claim(v, time.Minute)
+		if err := c.WriteNextBuckets(ctx, cellsAt(v, round(r))); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.store.WriteNextBuckets(ctx, v, cellsAt(v, round(r))); err != nil {
+		if _, err := c.Hold(ctx, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.store.Hold(ctx, v.Name, "tok", time.Minute); err != nil {
+		if _, err := c.Swap(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.store.Swap(ctx, v, "tok", nil); err != nil {
+		if err := c.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

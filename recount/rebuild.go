@@ -2,8 +2,6 @@ package recount
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -101,25 +99,56 @@ func (s *Source) count(ctx context.Context, views []*aggregate.View, o Options, 
 
 // Rebuild recounts views from the table into fresh keys and swaps each in
 // for readers, at fences every daemon then continues from. One scan feeds
-// every view.
+// every view. The run owns every view it recounts for its whole length:
+// it takes each view's recount lease first, renews them while it runs,
+// and stops, changing nothing more, the moment one is lost.
 func (s *Source) Rebuild(ctx context.Context, views []*aggregate.View, o Options) ([]Rebuilt, error) {
 	for _, v := range views {
-		// Fresh keys left by a rebuild that stopped before its swap.
-		if err := s.Store.ClearNext(ctx, v); err != nil {
+		if err := Recountable(v); err != nil {
 			return nil, err
 		}
 	}
+	claims, err := s.claim(ctx, views, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, c := range claims {
+			_ = c.Release(rctx) // what is left lapses with the lease
+		}
+	}()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		s.renew(ctx, claims, o.Lease, stop)
+	}()
+	defer func() {
+		stop(nil)
+		<-renewed
+	}()
+	out, err := s.rebuild(ctx, views, claims, o)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, publish.ErrRecountLeaseLost) {
+		err = cause
+	}
+	return out, err
+}
+
+func (s *Source) rebuild(ctx context.Context, views []*aggregate.View, claims []*publish.Claim, o Options) ([]Rebuilt, error) {
 	c, err := s.count(ctx, views, o, false)
 	if err != nil {
 		return nil, err
 	}
 	var out []Rebuilt
 	for i, v := range views {
-		if err := s.writeNext(ctx, v, c.states[i]); err != nil {
+		if err := writeNext(ctx, claims[i], v, c.states[i]); err != nil {
 			return out, err
 		}
 		s.progress("view %s: %d groups at the cut written to fresh keys", v.Name, len(c.states[i]))
-		r, err := s.swap(ctx, v, c, c.states[i], o)
+		r, err := s.swap(ctx, v, claims[i], c, c.states[i], o)
 		if err != nil {
 			return out, err
 		}
@@ -129,23 +158,66 @@ func (s *Source) Rebuild(ctx context.Context, views []*aggregate.View, o Options
 	return out, nil
 }
 
+// claim takes the recount lease of every view, or of none: it gives back
+// those it took when one is held by another run.
+func (s *Source) claim(ctx context.Context, views []*aggregate.View, o Options) ([]*publish.Claim, error) {
+	var claims []*publish.Claim
+	for _, v := range views {
+		c, err := s.Store.ClaimRecount(ctx, v, o.Holder, o.Lease)
+		if err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			for _, c := range claims {
+				_ = c.Release(rctx)
+			}
+			cancel()
+			return nil, err
+		}
+		claims = append(claims, c)
+	}
+	return claims, nil
+}
+
+// renew renews every lease a third of its TTL apart until ctx ends, and
+// stops the run with ErrRecountLeaseLost when one is no longer the run's.
+// A renewal that fails for another reason (Redis briefly unreachable) is
+// tried again at the next tick; if they keep failing the lease lapses and
+// the next one that reaches Redis finds it lost.
+func (s *Source) renew(ctx context.Context, claims []*publish.Claim, ttl time.Duration, stop context.CancelCauseFunc) {
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, c := range claims {
+			if err := c.Renew(ctx); errors.Is(err, publish.ErrRecountLeaseLost) {
+				stop(err)
+				return
+			} else if err != nil && ctx.Err() == nil {
+				s.progress("renewing the recount lease failed, retrying: %v", err)
+			}
+		}
+	}
+}
+
 // swap holds v, catches its fresh keys up with the stream to the fences
 // the hold froze, and swaps them in.
-func (s *Source) swap(ctx context.Context, v *aggregate.View, c *counted, state map[string]*aggregate.GroupDelta, o Options) (*Rebuilt, error) {
+func (s *Source) swap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.GroupDelta, o Options) (*Rebuilt, error) {
 	patched := map[string]bool{} // groups rewritten by an earlier attempt
 	for attempt := 1; ; attempt++ {
-		token := newToken()
-		meta, err := s.Store.Hold(ctx, v.Name, token, o.Hold)
+		meta, err := claim.Hold(ctx, o.Hold)
 		if err != nil {
 			return nil, err
 		}
-		r, err := s.catchUpAndSwap(ctx, v, c, state, meta, token, patched)
+		r, err := s.catchUpAndSwap(ctx, v, claim, c, state, meta, patched)
 		if err == nil {
 			return r, nil
 		}
 		// Leave nothing held: the daemons go on at once.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_ = s.Store.Release(rctx, v.Name, token)
+		_ = claim.ReleaseHold(rctx)
 		cancel()
 		var refused *publish.SwapRefusedError
 		if !errors.As(err, &refused) || attempt == swapAttempts {
@@ -155,7 +227,7 @@ func (s *Source) swap(ctx context.Context, v *aggregate.View, c *counted, state 
 	}
 }
 
-func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *counted, state map[string]*aggregate.GroupDelta, meta *publish.Meta, token string, patched map[string]bool) (*Rebuilt, error) {
+func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.GroupDelta, meta *publish.Meta, patched map[string]bool) (*Rebuilt, error) {
 	cps, err := s.checkpoints(ctx)
 	if err != nil {
 		return nil, err
@@ -187,7 +259,11 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 	folded := 0
 	for id, f := range target {
 		sh := c.tail.shards[id]
-		if f == consumer.ShardEnd {
+		// Past the daemons' fences the recount folds what it read too: a
+		// shard no daemon has read yet then gets a fence all the same, so
+		// that a daemon starting later (at LATEST, say) resumes after the
+		// records the recount counted instead of skipping some.
+		if f == consumer.ShardEnd || seqAfter(sh.last, f) {
 			f = maxSeq(sh.from, sh.last)
 		}
 		final[id] = f
@@ -210,7 +286,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 		patch[g] = gd
 		patched[g] = true
 	}
-	if err := s.writeNext(ctx, v, patch); err != nil {
+	if err := writeNext(ctx, claim, v, patch); err != nil {
 		return nil, err
 	}
 	var moves []publish.FenceMove
@@ -224,31 +300,21 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, c *count
 		}
 		moves = append(moves, m)
 	}
-	version, err := s.Store.Swap(ctx, v, token, moves)
+	groups := claim.Groups()
+	version, err := claim.Swap(ctx, moves)
 	if err != nil {
 		return nil, err
-	}
-	groups := 0
-	for g, gd := range state {
-		if !changed[g] && gd.Count != 0 {
-			groups++
-		}
-	}
-	for _, gd := range patch {
-		if gd.Count != 0 {
-			groups++
-		}
 	}
 	return &Rebuilt{View: v.Name, Version: version, Groups: groups, CaughtUp: folded}, nil
 }
 
 // writeNext writes groups (cells, for a bucketed view) as whole values
 // into v's fresh keys.
-func (s *Source) writeNext(ctx context.Context, v *aggregate.View, groups map[string]*aggregate.GroupDelta) error {
+func writeNext(ctx context.Context, claim *publish.Claim, v *aggregate.View, groups map[string]*aggregate.GroupDelta) error {
 	if v.Bucketed() {
-		return s.Store.WriteNextBuckets(ctx, v, byBucket(groups))
+		return claim.WriteNextBuckets(ctx, byBucket(groups))
 	}
-	return s.Store.WriteNext(ctx, v, groups)
+	return claim.WriteNext(ctx, groups)
 }
 
 func unionKeys(a, b map[string]string) map[string]bool {
@@ -260,10 +326,4 @@ func unionKeys(a, b map[string]string) map[string]bool {
 		out[k] = true
 	}
 	return out
-}
-
-func newToken() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return hex.EncodeToString(b)
 }

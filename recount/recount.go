@@ -55,11 +55,16 @@ type Options struct {
 	Settle   time.Duration // how long after the scan a write may take to reach the stream
 	Hold     time.Duration // how long a rebuild may hold a view
 	Poll     time.Duration // wait after an empty read of a shard
+	// Lease is how long a run owns a view without renewing its lease: a
+	// run that dies leaves the view to the next one after at most this.
+	Lease time.Duration
+	// Holder describes the run to a run it refuses.
+	Holder string
 }
 
 // DefaultOptions returns the command's defaults.
 func DefaultOptions() Options {
-	return Options{Segments: 4, PageSize: 500, Settle: 2 * time.Second, Hold: 30 * time.Second, Poll: 200 * time.Millisecond}
+	return Options{Segments: 4, PageSize: 500, Settle: 2 * time.Second, Hold: 30 * time.Second, Poll: 200 * time.Millisecond, Lease: 30 * time.Second, Holder: "a recount"}
 }
 
 // Validate checks the options once, for the command line.
@@ -77,6 +82,8 @@ func (o Options) Validate() error {
 		return errors.New("--hold must be at least 1s")
 	case o.Poll <= 0:
 		return errors.New("poll interval must be positive")
+	case o.Lease < time.Second:
+		return errors.New("--lease must be at least 1s")
 	}
 	return nil
 }

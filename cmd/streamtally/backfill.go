@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
@@ -37,6 +38,7 @@ func (f *recountFlags) register(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&f.opts.Settle, "settle", f.opts.Settle, "how long after the scan a write may take to reach the stream")
 	fs.DurationVar(&f.opts.Hold, "hold", f.opts.Hold, "longest a rebuild holds a view's deltas back")
+	fs.DurationVar(&f.opts.Lease, "lease", f.opts.Lease, "how long the run owns a view between renewals; a run that dies frees it after this")
 }
 
 // recountSetup loads the configuration, checks the flags once and opens
@@ -101,6 +103,8 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 		rdb.Close()
 		return nil, nil, nil, nil, err
 	}
+	host, _ := os.Hostname()
+	f.opts.Holder = fmt.Sprintf("%s (pid %d on %s, started %s)", name, os.Getpid(), host, time.Now().UTC().Format(time.RFC3339))
 	log := slog.New(slog.DiscardHandler)
 	s := &recount.Source{
 		DDB:      src.table,

@@ -393,8 +393,8 @@ func TestVerifyFindsInjectedDriftAndPassesOnCleanData(t *testing.T) {
 		t.Errorf("verify does not vouch for the rebuilt bucketed view:\n%s", out)
 	}
 	stop()
-	if n, _ := e.rdb.Exists(ctx, bk.BucketItems(invented), bk.NextBuckets()).Result(); n != 0 {
-		t.Errorf("%d keys left of the invented bucket or the fresh list after the rebuild", n)
+	if n, _ := e.rdb.Exists(ctx, bk.BucketItems(invented), bk.Runs()).Result(); n != 0 {
+		t.Errorf("%d keys left of the invented bucket or the fresh runs after the rebuild", n)
 	}
 	e.waitExact(60 * time.Second)
 	waitFor(t, 10*time.Second, "a reset message on by_platform", func() bool {

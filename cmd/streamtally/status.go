@@ -77,7 +77,7 @@ func writeStatusTable(w io.Writer, now time.Time, shards []consumer.ShardStatus,
 	fmt.Fprintln(tw, "SHARD\tPARENT\tSTATE\tOWNER\tCHECKPOINT\tLAG\tLEASE")
 	for _, s := range shards {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			s.Shard, dash(s.Parent), s.State, dash(s.Owner), shortCheckpoint(s.Checkpoint), lagText(s), leaseText(s, now))
+			s.Shard, dash(s.Parent), s.State, dash(s.Owner), checkpointText(s), lagText(s), leaseText(s, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -105,6 +105,7 @@ type shardStatusJSON struct {
 	Leased           bool       `json:"leased"`
 	Owner            string     `json:"owner"`
 	Checkpoint       string     `json:"checkpoint"`
+	StartedAt        *time.Time `json:"started_at"`         // a LATEST start; null otherwise
 	LeaseTimeout     *time.Time `json:"lease_timeout"`      // null without an owner
 	LeaseRemainingMS *int64     `json:"lease_remaining_ms"` // negative once expired
 	LagMS            *int64     `json:"lag_ms"`             // null when not measured
@@ -116,6 +117,10 @@ func writeStatusJSON(w io.Writer, arn, table string, now time.Time, shards []con
 	out := statusJSON{Stream: arn, LeaseTable: table, At: now.UTC(), Shards: make([]shardStatusJSON, 0, len(shards)), Workers: live}
 	for _, s := range shards {
 		j := shardStatusJSON{Shard: s.Shard, Parent: s.Parent, State: string(s.State), Leased: s.Leased, Owner: s.Owner, Checkpoint: s.Checkpoint}
+		if !s.StartedAt.IsZero() {
+			t := s.StartedAt.UTC()
+			j.StartedAt = &t
+		}
 		if !s.LeaseTimeout.IsZero() {
 			t := s.LeaseTimeout.UTC()
 			ms := s.LeaseTimeout.Sub(now).Milliseconds()
@@ -153,6 +158,15 @@ func shortCheckpoint(cp string) string {
 		return cp[len(cp)-12:]
 	}
 	return dash(cp)
+}
+
+// checkpointText is the checkpoint, or for a shard started at LATEST and
+// not checkpointed yet, when it started: the reader counts from there.
+func checkpointText(s consumer.ShardStatus) string {
+	if s.Checkpoint == "" && !s.StartedAt.IsZero() {
+		return "latest@" + s.StartedAt.UTC().Format("15:04:05Z")
+	}
+	return shortCheckpoint(s.Checkpoint)
 }
 
 func lagText(s consumer.ShardStatus) string {

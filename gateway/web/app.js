@@ -216,6 +216,7 @@
       const v = byName.get(s.view);
       if (!v) return;
       v.version = s.version;
+      v.epoch = s.epoch || "";
       v.updatedMs = s.updated_ms;
       v.lost = s.lost || "";
       v.measures = s.measures || {};
@@ -227,7 +228,16 @@
     es.addEventListener("delta", (ev) => {
       const d = JSON.parse(ev.data);
       const v = byName.get(d.view);
-      if (!v || d.version <= v.version) return;
+      if (!v) return;
+      if (d.epoch !== v.epoch && v.version > 0) {
+        // Versions count within an epoch: one of another history says
+        // nothing of this state. The gateway sends a snapshot first;
+        // should a delta pass through, start from a fresh snapshot.
+        es.close();
+        connect();
+        return;
+      }
+      if (d.version <= v.version) return;
       if (d.reset) {
         // The gateway turns a reset into a snapshot; should one pass
         // through, a new connection starts from a fresh snapshot.
@@ -255,6 +265,7 @@
         fold(v.measures, d.deltas || {});
       }
       v.version = d.version;
+      v.epoch = d.epoch;
       v.updatedMs = d.ts_ms;
       render(v, false, [...changed]);
     });

@@ -8,9 +8,9 @@
 // of the AWS JSON 1.0 protocol for the real SDK v2 dynamodbstreams.Client to
 // talk to it, and lets a test shape the shard graph directly.
 //
-// It is not a general emulator: there is one stream, records never expire,
-// and only DescribeStream, GetShardIterator, GetRecords and ListStreams are
-// implemented.
+// It is not a general emulator: there is one stream, records are trimmed
+// and shards removed only when a test says so, and only DescribeStream,
+// GetShardIterator, GetRecords and ListStreams are implemented.
 package streamstest
 
 import (
@@ -20,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +97,9 @@ type shard struct {
 	closed   bool
 	endSeq   uint64
 	records  []storedRecord
+	// trimmed is the last sequence number trimmed away: positions at or
+	// before it can no longer be read.
+	trimmed uint64
 }
 
 type storedRecord struct {
@@ -214,6 +218,41 @@ func (s *Server) CloseShard(id string) {
 	if n := len(sh.records); n > 0 {
 		sh.endSeq = sh.records[n-1].seq
 	}
+}
+
+// Trim removes the records of a shard up to and including through, as
+// the stream's 24-hour retention does: TRIM_HORIZON starts after them,
+// and an iterator or a sequence number before through yields
+// TrimmedDataAccessException.
+func (s *Server) Trim(shardID, through string) {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh, ok := s.byID[shardID]
+	if !ok {
+		s.tb.Fatalf("streamstest: Trim: unknown shard %q", shardID)
+	}
+	n, err := strconv.ParseUint(through, 10, 64)
+	if err != nil {
+		s.tb.Fatalf("streamstest: Trim(%q, %q): %v", shardID, through, err)
+	}
+	i := sort.Search(len(sh.records), func(i int) bool { return sh.records[i].seq > n })
+	sh.records = slices.Clone(sh.records[i:])
+	sh.trimmed = max(sh.trimmed, n)
+}
+
+// RemoveShard takes a shard out of the stream, as DynamoDB does 24 hours
+// after it closed: DescribeStream no longer lists it, and every call
+// naming it yields ResourceNotFoundException.
+func (s *Server) RemoveShard(id string) {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byID[id]; !ok {
+		s.tb.Fatalf("streamstest: RemoveShard: unknown shard %q", id)
+	}
+	delete(s.byID, id)
+	s.shards = slices.DeleteFunc(s.shards, func(sh *shard) bool { return sh.id == id })
 }
 
 // InjectErrors makes the next n calls of op (e.g. "GetRecords") fail with
@@ -653,7 +692,7 @@ func (s *Server) getShardIterator(in getShardIteratorInput) (any, *apiError) {
 	var after uint64
 	switch in.ShardIteratorType {
 	case "TRIM_HORIZON":
-		after = sh.startSeq - 1 // startSeq >= 1, and no record carries startSeq
+		after = max(sh.startSeq-1, sh.trimmed) // startSeq >= 1, and no record carries startSeq
 	case "LATEST":
 		after = sh.lastSeq()
 	case "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER":
@@ -664,6 +703,9 @@ func (s *Server) getShardIterator(in getShardIteratorInput) (any, *apiError) {
 		after = n
 		if in.ShardIteratorType == "AT_SEQUENCE_NUMBER" {
 			after = n - 1
+		}
+		if after < sh.trimmed {
+			return nil, errf("TrimmedDataAccessException", "records after %s of shard %s were trimmed", in.SequenceNumber, sh.id)
 		}
 	default:
 		return nil, errf("ValidationException", "unsupported ShardIteratorType %q", in.ShardIteratorType)
@@ -736,6 +778,9 @@ func (s *Server) getRecords(in getRecordsInput) (any, *apiError) {
 	sh, ok := s.byID[it.Shard]
 	if !ok {
 		return nil, errf("ResourceNotFoundException", "Requested resource not found: Shard does not exist")
+	}
+	if it.After < sh.trimmed {
+		return nil, errf("TrimmedDataAccessException", "the iterator points before the trim horizon of shard %s", sh.id)
 	}
 
 	// Records are in sequence order, so the first unread one can be found by
