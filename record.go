@@ -3,18 +3,14 @@
 //
 // The data flows through three packages, each owning one step:
 //
-//	consumer   reads the DynamoDB Stream under KCL leases and checkpoints
+//	consumer   reads a change stream under KCL leases and checkpoints
 //	aggregate  folds each batch of change records into per-view deltas
 //	publish    applies the deltas to Redis atomically and announces them
 //
 // This root package holds only the types those steps share.
 package streamtally
 
-import (
-	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-)
+import "time"
 
 // Event is the kind of change a stream record describes.
 type Event uint8
@@ -37,33 +33,48 @@ func (e Event) String() string {
 	return "UNKNOWN"
 }
 
-// Image is an item as DynamoDB Streams carries it.
-type Image = map[string]types.AttributeValue
-
 // Record is one change to one item, read from one shard.
 type Record struct {
 	Shard          string
-	SequenceNumber string
+	SequenceNumber Seq
 	Event          Event
 	Keys           Image
 	Old            Image // nil for INSERT
 	New            Image // nil for REMOVE
 	Created        time.Time
 
-	// Malformed is set only by DecodeRecords, on a record it could not
+	// Malformed is set only by a decoder, on a record it could not
 	// decode whole; see Malformed.
 	Malformed *Malformed
 }
 
-// SeqLess reports whether stream sequence number a comes before b.
-// Sequence numbers are decimal strings of varying width, so they are
-// compared as numbers: length first once leading zeros are gone.
-func SeqLess(a, b string) bool {
-	a, b = trimZeros(a), trimZeros(b)
+// Malformed is set by the decoder on a record whose Keys, OldImage or
+// NewImage is not valid DynamoDB JSON, or whose eventName is unknown. The
+// parts that could not be decoded are nil. One such record must not fail
+// a whole batch: the fold sets it aside and reading goes on.
+type Malformed struct {
+	Err error  // the first problem found
+	Raw []byte // the whole record as it arrived
+}
+
+// Seq is a stream sequence number: a decimal string whose width varies,
+// so sequence numbers compare as numbers, never as text. The empty Seq
+// means "none": no record yet, no fence, no checkpoint.
+type Seq string
+
+// Less reports whether s comes before o. Leading zeros do not count.
+func (s Seq) Less(o Seq) bool {
+	a, b := trimZeros(string(s)), trimZeros(string(o))
 	if len(a) != len(b) {
 		return len(a) < len(b)
 	}
 	return a < b
+}
+
+// After reports whether s is a sequence number later than o, where any
+// sequence number is later than none and none is later than nothing.
+func (s Seq) After(o Seq) bool {
+	return s != "" && (o == "" || o.Less(s))
 }
 
 func trimZeros(s string) string {

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/config"
 )
@@ -140,10 +138,10 @@ var timeLayouts = []string{
 // seconds or milliseconds since the Unix epoch (magnitudes from 1e11 up are
 // milliseconds). Numbers are read exactly and rounded down to the
 // millisecond.
-func parseTime(av types.AttributeValue) (int64, error) {
+func parseTime(av streamtally.Value) (int64, error) {
 	var ms int64
 	switch a := av.(type) {
-	case *types.AttributeValueMemberS:
+	case *streamtally.S:
 		var t time.Time
 		var err error
 		for _, l := range timeLayouts {
@@ -158,7 +156,7 @@ func parseTime(av types.AttributeValue) (int64, error) {
 			return 0, fmt.Errorf("%q is outside the years 0001 to 9999", a.Value)
 		}
 		ms = t.UnixMilli()
-	case *types.AttributeValueMemberN:
+	case *streamtally.N:
 		d, err := ParseNumber(a.Value)
 		if err != nil {
 			return 0, err

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/config"
 )
@@ -26,8 +24,8 @@ func TestFilterSemantics(t *testing.T) {
 	img := streamtally.Image{
 		"status": attrS("paid"),
 		"amount": attrN("10.50"),
-		"vip":    &types.AttributeValueMemberBOOL{Value: true},
-		"note":   &types.AttributeValueMemberNULL{Value: true},
+		"vip":    &streamtally.Bool{Value: true},
+		"note":   &streamtally.Null{Value: true},
 		"meta":   attrM(streamtally.Image{"country": attrS("DE")}),
 		"huge":   attrN("1E+200"), // not a number DynamoDB stores
 		"code":   attrS("10"),
@@ -147,7 +145,7 @@ func TestBucketArithmetic(t *testing.T) {
 
 func TestParseTime(t *testing.T) {
 	ok := []struct {
-		av   types.AttributeValue
+		av   streamtally.Value
 		want string
 	}{
 		{attrS("2026-11-29T19:07:31Z"), "2026-11-29T19:07:31Z"},
@@ -175,10 +173,10 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("parseTime(%v) = %s, want %s", c.av, got, c.want)
 		}
 	}
-	bad := []types.AttributeValue{
+	bad := []streamtally.Value{
 		attrS("yesterday"), attrS("2026-13-01T00:00:00Z"), attrS("29/11/2026"), attrS(""),
 		attrN("1E+120"), attrN("-1E+20"), attrN("12a"),
-		&types.AttributeValueMemberBOOL{Value: true}, attrM(streamtally.Image{}),
+		&streamtally.Bool{Value: true}, attrM(streamtally.Image{}),
 	}
 	for _, av := range bad {
 		if ms, err := parseTime(av); err == nil {
@@ -384,7 +382,7 @@ func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
 			}
 			for _, v := range views {
 				got := map[int64]map[string]*GroupDelta{}
-				fence, next := "", 0
+				fence, next := streamtally.Seq(""), 0
 				for next < len(recs) {
 					start := next
 					if start > 0 && r.IntN(4) == 0 {

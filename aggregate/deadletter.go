@@ -29,14 +29,14 @@ type letters struct {
 	// reported holds, per shard and view, the last sequence number whose
 	// rejections were reported. A batch whose apply failed is handed over
 	// again; its records must not be reported again.
-	reported map[string]map[string]string
+	reported map[string]map[string]streamtally.Seq
 }
 
 // report handles the rejections from folding a view's records of shard
 // through seq. Dead letters are kept before the batch is applied, so a
 // crash can keep one twice but never lose one; only then are rejections
 // counted and logged, so a failed attempt counts nothing.
-func (t *Tally) report(ctx context.Context, view, shard, through string, rejected []Rejection) error {
+func (t *Tally) report(ctx context.Context, view, shard string, through streamtally.Seq, rejected []Rejection) error {
 	l := &t.letters
 	l.mu.Lock()
 	done := l.reported[shard][view]
@@ -44,7 +44,7 @@ func (t *Tally) report(ctx context.Context, view, shard, through string, rejecte
 	if done != "" {
 		fresh := rejected[:0:0]
 		for _, r := range rejected {
-			if streamtally.SeqLess(done, r.Record.SequenceNumber) {
+			if r.Record.SequenceNumber.After(done) {
 				fresh = append(fresh, r)
 			}
 		}
@@ -72,12 +72,12 @@ func (t *Tally) report(ctx context.Context, view, shard, through string, rejecte
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.reported == nil {
-		l.reported = map[string]map[string]string{}
+		l.reported = map[string]map[string]streamtally.Seq{}
 	}
 	if l.reported[shard] == nil {
-		l.reported[shard] = map[string]string{}
+		l.reported[shard] = map[string]streamtally.Seq{}
 	}
-	if prev := l.reported[shard][view]; prev == "" || streamtally.SeqLess(prev, through) {
+	if through.After(l.reported[shard][view]) {
 		l.reported[shard][view] = through
 	}
 	return nil

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 )
 
@@ -44,7 +42,7 @@ func (m *memLetters) keys() []string {
 	defer m.mu.Unlock()
 	var out []string
 	for _, l := range m.letters {
-		out = append(out, l.View+"/"+l.Record.SequenceNumber+"/"+l.Reason.Kind)
+		out = append(out, l.View+"/"+string(l.Record.SequenceNumber)+"/"+l.Reason.Kind)
 	}
 	return out
 }
@@ -59,7 +57,7 @@ func TestTallyKeepsBadDataAsDeadLettersBeforeApplying(t *testing.T) {
 	batch := numbered("s1", 1,
 		insert(item("a", "Web", "5")),
 		insert(item("b", "", "5")), // outside the view: counted, not kept
-		insert(streamtally.Image{"email": attrS("c"), "platform": &types.AttributeValueMemberNULL{Value: true}, "amount": attrN("1")}),
+		insert(streamtally.Image{"email": attrS("c"), "platform": &streamtally.Null{Value: true}, "amount": attrN("1")}),
 		insert(item("d", "Web", "1E+126")),
 		modify(item("e", "Web", "1"), streamtally.Image{"email": attrS("e"), "platform": attrS("Web"), "amount": attrS("x")}),
 		malformed(insert(nil)),
@@ -140,7 +138,7 @@ func TestTallyReportsABatchOnceWhenItsApplyIsRetried(t *testing.T) {
 	dl := &memLetters{store: store}
 	tally := NewTally([]*View{v}, store, quietLog())
 	tally.SetDeadLetters(dl)
-	batch := numbered("s1", 1, insert(streamtally.Image{"platform": &types.AttributeValueMemberL{}}), insert(item("a", "Web", "")))
+	batch := numbered("s1", 1, insert(streamtally.Image{"platform": &streamtally.L{}}), insert(item("a", "Web", "")))
 
 	setApplyErr := func(err error) {
 		store.mu.Lock()
@@ -183,8 +181,8 @@ func TestTallyKeepsNoDeadLettersForRecordsBehindTheFence(t *testing.T) {
 	dl := &memLetters{store: store}
 	tally := NewTally([]*View{v}, store, quietLog())
 	tally.SetDeadLetters(dl)
-	bad := streamtally.Image{"platform": &types.AttributeValueMemberBOOL{}, "amount": attrS("x")}
-	batch := numbered("s1", 1, insert(item("a", "Web", "")), insert(streamtally.Image{"platform": &types.AttributeValueMemberSS{}}), insert(bad))
+	bad := streamtally.Image{"platform": &streamtally.Bool{}, "amount": attrS("x")}
+	batch := numbered("s1", 1, insert(item("a", "Web", "")), insert(streamtally.Image{"platform": &streamtally.SS{}}), insert(bad))
 	store.otherWorker(v, "s1", batch[:2])
 
 	if err := tally.HandleBatch(context.Background(), "s1", "", batch); err != nil {

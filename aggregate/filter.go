@@ -3,8 +3,6 @@ package aggregate
 import (
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/config"
 )
@@ -101,13 +99,13 @@ const (
 )
 
 // compare orders an attribute against an operand of the same type.
-func compare(av types.AttributeValue, o operand) cmpResult {
+func compare(av streamtally.Value, o operand) cmpResult {
 	switch a := av.(type) {
-	case *types.AttributeValueMemberS:
+	case *streamtally.S:
 		if o.typ == "S" {
 			return order(strings.Compare(a.Value, o.s))
 		}
-	case *types.AttributeValueMemberN:
+	case *streamtally.N:
 		if o.typ == "N" {
 			d, err := ParseNumber(a.Value)
 			if err != nil {
@@ -115,7 +113,7 @@ func compare(av types.AttributeValue, o operand) cmpResult {
 			}
 			return order(d.Cmp(o.n))
 		}
-	case *types.AttributeValueMemberBOOL:
+	case *streamtally.Bool:
 		if o.typ == "BOOL" && a.Value == o.b {
 			return cmpEqual
 		}

@@ -28,9 +28,9 @@ func (g *GroupDelta) isZero() bool {
 type Delta struct {
 	View    *View
 	Shard   string
-	After   string // records up to and including this sequence number were applied before ("" if none)
-	Through string // the last sequence number folded in
-	Records int    // records folded in (after the fence)
+	After   streamtally.Seq // records up to and including this sequence number were applied before ("" if none)
+	Through streamtally.Seq // the last sequence number folded in
+	Records int             // records folded in (after the fence)
 	// Groups holds the net change per group of a view without buckets.
 	Groups map[string]*GroupDelta
 	// Buckets holds, for a bucketed view, the net change per bucket (its
@@ -57,7 +57,7 @@ type Rejection struct {
 // into one delta, so that the store's work grows with the groups a batch
 // touches, not with its records. reject, if not nil, hears of every new
 // image that contributes nothing.
-func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(Rejection)) *Delta {
+func (v *View) Fold(shard string, after streamtally.Seq, recs []streamtally.Record, reject func(Rejection)) *Delta {
 	d := &Delta{View: v, Shard: shard, After: after, Through: after, Groups: map[string]*GroupDelta{}}
 	var nowMS int64
 	if v.bucket != nil {
@@ -66,7 +66,7 @@ func (v *View) Fold(shard, after string, recs []streamtally.Record, reject func(
 	}
 	for i := range recs {
 		r := &recs[i]
-		if after != "" && !streamtally.SeqLess(after, r.SequenceNumber) {
+		if after != "" && !r.SequenceNumber.After(after) {
 			continue
 		}
 		d.Records++

@@ -10,18 +10,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/config"
 )
 
 // --- helpers shared by the package's tests ---
 
-func attrS(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
-func attrN(v string) types.AttributeValue { return &types.AttributeValueMemberN{Value: v} }
-func attrM(m streamtally.Image) types.AttributeValue {
-	return &types.AttributeValueMemberM{Value: m}
+func attrS(v string) streamtally.Value { return &streamtally.S{Value: v} }
+func attrN(v string) streamtally.Value { return &streamtally.N{Value: v} }
+func attrM(m streamtally.Image) streamtally.Value {
+	return &streamtally.M{Value: m}
 }
 
 // item is a donation image: platform and amount; "" leaves an attribute out.
@@ -67,7 +65,7 @@ func numbered(shard string, first int, recs ...streamtally.Record) []streamtally
 	out := slices.Clone(recs)
 	for i := range out {
 		out[i].Shard = shard
-		out[i].SequenceNumber = strconv.Itoa(first + i)
+		out[i].SequenceNumber = streamtally.Seq(strconv.Itoa(first + i))
 	}
 	return out
 }
@@ -271,7 +269,7 @@ func TestFoldEventSemantics(t *testing.T) {
 			if !slices.Equal(rejects, c.rejects) {
 				t.Errorf("rejections = %q, want %q", rejects, c.rejects)
 			}
-			if d.Records != len(c.recs) || d.Through != strconv.Itoa(len(c.recs)) || d.Shard != "s1" || d.View != byPlatform {
+			if d.Records != len(c.recs) || d.Through != streamtally.Seq(strconv.Itoa(len(c.recs))) || d.Shard != "s1" || d.View != byPlatform {
 				t.Errorf("delta bookkeeping: records %d through %q shard %q", d.Records, d.Through, d.Shard)
 			}
 		})
@@ -314,10 +312,10 @@ func TestFoldSkipsRecordsAtOrBeforeTheFence(t *testing.T) {
 	)
 
 	cases := []struct {
-		after   string
+		after   streamtally.Seq
 		groups  []string
 		records int
-		through string
+		through streamtally.Seq
 	}{
 		{after: "", groups: []string{"P10", "P11", "P8", "P9"}, records: 4, through: "11"},
 		{after: "7", groups: []string{"P10", "P11", "P8", "P9"}, records: 4, through: "11"},
@@ -329,7 +327,7 @@ func TestFoldSkipsRecordsAtOrBeforeTheFence(t *testing.T) {
 		{after: "0009", groups: []string{"P10", "P11"}, records: 2, through: "11"},
 	}
 	for _, c := range cases {
-		t.Run("after="+c.after, func(t *testing.T) {
+		t.Run("after="+string(c.after), func(t *testing.T) {
 			d := v.Fold("s", c.after, recs, nil)
 			if got := slices.Sorted(maps.Keys(d.Groups)); !slices.Equal(got, c.groups) {
 				t.Errorf("groups = %q, want %q", got, c.groups)
@@ -350,9 +348,9 @@ func TestFoldSkipsRecordsAtOrBeforeTheFence(t *testing.T) {
 func TestFoldDoesNotReportRejectionsBeforeTheFence(t *testing.T) {
 	v := newView("v", []string{"platform"}, "n=count")
 	recs := numbered("s", 1, insert(item("a", "", "")), insert(item("b", "", "")), insert(item("c", "", "")))
-	var seqs []string
+	var seqs []streamtally.Seq
 	v.Fold("s", "2", recs, func(r Rejection) { seqs = append(seqs, r.Record.SequenceNumber) })
-	if !slices.Equal(seqs, []string{"3"}) {
+	if !slices.Equal(seqs, []streamtally.Seq{"3"}) {
 		t.Errorf("rejected seqs = %q, want only [3]", seqs)
 	}
 }
@@ -460,7 +458,7 @@ func randomHistory(r *rand.Rand, n int) ([]streamtally.Record, map[string]stream
 // sums the deltas.
 func foldInRandomBatches(r *rand.Rand, v *View, recs []streamtally.Record) map[string]*GroupDelta {
 	total := map[string]*GroupDelta{}
-	fence, next := "", 0
+	fence, next := streamtally.Seq(""), 0
 	for next < len(recs) {
 		start := next
 		if start > 0 && r.IntN(4) == 0 {

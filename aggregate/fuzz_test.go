@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // fuzzViews read the attributes of the seed records (captured from
@@ -34,7 +33,7 @@ func FuzzFold(f *testing.F) {
 	donation := func(platform, amount string) streamtally.Image {
 		return streamtally.Image{
 			"pk": attrS("d1"), "sk": attrN("1"), "platform": attrS(platform), "amount": attrN(amount), "tier": attrN("2"),
-			"vip":  &types.AttributeValueMemberBOOL{Value: true},
+			"vip":  &streamtally.Bool{Value: true},
 			"meta": attrM(streamtally.Image{"country": attrS("DE"), "score": attrN("7.25")}),
 		}
 	}
@@ -42,10 +41,10 @@ func FuzzFold(f *testing.F) {
 		{Event: streamtally.Insert, New: donation("Web", "10.50")},
 		{Event: streamtally.Modify, Old: donation("Web", "10.50"), New: donation(`Pipe|Back\slash`, "-0.01")},
 		{Event: streamtally.Remove, Old: donation("Phone", "99999999999999999999999999999999999999")},
-		{Event: streamtally.Insert, New: streamtally.Image{"platform": &types.AttributeValueMemberNULL{Value: true}, "amount": attrS("n/a")}},
+		{Event: streamtally.Insert, New: streamtally.Image{"platform": &streamtally.Null{Value: true}, "amount": attrS("n/a")}},
 	} {
 		r.SequenceNumber, r.Created = "1", time.Unix(1_700_000_000, 0)
-		b, err := streamtally.EncodeRecord(&r)
+		b, err := ddbjson.EncodeRecord(&r)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -53,7 +52,7 @@ func FuzzFold(f *testing.F) {
 	}
 	views := fuzzViews()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := streamtally.DecodeRecord(data, "shard")
+		r, err := ddbjson.DecodeRecord(data, "shard")
 		if err != nil {
 			return
 		}

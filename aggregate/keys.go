@@ -4,8 +4,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 )
 
@@ -25,9 +23,9 @@ func KeyString(keys streamtally.Image) string {
 		b.WriteString(k)
 		b.WriteByte('=')
 		switch v := keys[k].(type) {
-		case *types.AttributeValueMemberS:
+		case *streamtally.S:
 			b.WriteString(v.Value)
-		case *types.AttributeValueMemberN:
+		case *streamtally.N:
 			b.WriteString(v.Value)
 		default:
 			b.WriteString("<" + typeName(v) + ">")

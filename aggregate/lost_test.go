@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/streamtally/streamtally"
 )
 
 // A view whose store forgot applied records can never be made right from the
@@ -50,7 +52,7 @@ func TestTallyMarksViewLostWhenStoreForgotAppliedRecords(t *testing.T) {
 			}
 			store := newMemStore()
 			tally := NewTally(views, store, quietLog())
-			after := ""
+			var after streamtally.Seq
 			if c.first {
 				first := numbered("s1", 1, insert(item("a", "Web", "1")), insert(item("b", "Phone", "2")), insert(item("c", "Web", "3")))
 				if err := tally.HandleBatch(ctx, "s1", "", first); err != nil {

@@ -32,10 +32,10 @@ type Store interface {
 
 // Fence is what a store holds of one view for one shard.
 type Fence struct {
-	Seq   string // the last sequence number applied; "" for none
-	Held  bool   // the store holds the view at all
-	Lost  string // why the view was marked lost; "" while it is not
-	Epoch string // the view's epoch; "" before its first apply
+	Seq   streamtally.Seq // the last sequence number applied; "" for none
+	Held  bool            // the store holds the view at all
+	Lost  string          // why the view was marked lost; "" while it is not
+	Epoch string          // the view's epoch; "" before its first apply
 }
 
 // ViewLostError means a view's data in the store is incomplete: it can no
@@ -64,7 +64,7 @@ func (e *ViewHeldError) Error() string {
 // lease, or a replay) applied records this delta assumed were not applied.
 type FenceMovedError struct {
 	View, Shard string
-	Current     string // the fence the store holds
+	Current     streamtally.Seq // the fence the store holds
 }
 
 func (e *FenceMovedError) Error() string {
@@ -82,7 +82,7 @@ type Tally struct {
 	letters letters // records set aside: deadletter.go
 
 	mu     sync.Mutex
-	fences map[string]map[string]string // shard -> view -> fence
+	fences map[string]map[string]streamtally.Seq // shard -> view -> fence
 	// renew holds, per shard, the views whose next apply starts a new
 	// epoch, with the epoch they had when the shard was opened.
 	renew map[string]map[string]string
@@ -115,7 +115,7 @@ func (s *Stats) RejectedBy() map[string]int64 {
 
 // NewTally returns a Tally over views that applies to store.
 func NewTally(views []*View, store Store, log *slog.Logger) *Tally {
-	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]string{}, renew: map[string]map[string]string{}, lost: map[string]string{}}
+	return &Tally{views: views, store: store, log: log, fences: map[string]map[string]streamtally.Seq{}, renew: map[string]map[string]string{}, lost: map[string]string{}}
 }
 
 // ViewNames returns the names of the views, in configuration order.
@@ -150,7 +150,7 @@ func (t *Tally) Stats() *Stats { return &t.stats }
 // no longer holds (a failover that lost the last writes, with the reader
 // that wrote them gone): its next apply starts a new epoch, so that no
 // version is ever issued twice with different contents.
-func (t *Tally) OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (nearest string, all bool, err error) {
+func (t *Tally) OpenShard(ctx context.Context, shard string, checkpoint streamtally.Seq, takeover bool) (nearest streamtally.Seq, all bool, err error) {
 	f, err := t.open(ctx, shard, checkpoint, takeover)
 	if err != nil {
 		return "", false, err
@@ -163,7 +163,7 @@ func (t *Tally) OpenShard(ctx context.Context, shard, checkpoint string, takeove
 			all = false
 			continue
 		}
-		if first || streamtally.SeqLess(seq, nearest) {
+		if first || seq.Less(nearest) {
 			nearest, first = seq, false
 		}
 	}
@@ -187,7 +187,7 @@ func (t *Tally) RecordsLost(ctx context.Context, shard, reason string) error {
 // after, into every view and applies it. It returns nil only once every
 // view holds the batch, or is lost, so the caller may then checkpoint past
 // it.
-func (t *Tally) HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error {
+func (t *Tally) HandleBatch(ctx context.Context, shard string, after streamtally.Seq, recs []streamtally.Record) error {
 	fences, err := t.shardFences(ctx, shard, after)
 	if err != nil {
 		return err
@@ -204,7 +204,7 @@ func (t *Tally) HandleBatch(ctx context.Context, shard, after string, recs []str
 	return nil
 }
 
-func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []streamtally.Record, fences map[string]string) error {
+func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []streamtally.Record, fences map[string]streamtally.Seq) error {
 	var rejected []Rejection
 	reject := func(r Rejection) { rejected = append(rejected, r) }
 	for {
@@ -233,7 +233,7 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			t.renewed(shard, v.Name)
 			t.noteWhole(v.Name)
 			return nil
-		case errors.As(err, &moved) && behind(moved.Current, d.After):
+		case errors.As(err, &moved) && d.After.After(moved.Current):
 			// Fences only move forward. One that moved back means the
 			// store forgot applied records: a restart without
 			// persistence, a restore, a failover to a lagging replica.
@@ -256,11 +256,6 @@ func (t *Tally) applyView(ctx context.Context, v *View, shard string, recs []str
 			return fmt.Errorf("apply view %s shard %s: %w", v.Name, shard, err)
 		}
 	}
-}
-
-// behind reports whether fence is before seq, "" being before everything.
-func behind(fence, seq string) bool {
-	return seq != "" && (fence == "" || streamtally.SeqLess(fence, seq))
 }
 
 // markLost marks view lost in the store, then here. Until the store has the
@@ -316,7 +311,7 @@ func (t *Tally) reject(r Rejection) {
 
 // shardFences returns the fences of shard, opening it first when the
 // shard is new to this process (a caller that did not call OpenShard).
-func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[string]string, error) {
+func (t *Tally) shardFences(ctx context.Context, shard string, after streamtally.Seq) (map[string]streamtally.Seq, error) {
 	t.mu.Lock()
 	f, ok := t.fences[shard]
 	t.mu.Unlock()
@@ -333,12 +328,12 @@ func (t *Tally) shardFences(ctx context.Context, shard, after string) (map[strin
 // open reads the fences of shard from the store, marks lost the views
 // that hold less than checkpoint, notes the views whose next apply starts
 // a new epoch, and caches the fences.
-func (t *Tally) open(ctx context.Context, shard, checkpoint string, takeover bool) (map[string]string, error) {
+func (t *Tally) open(ctx context.Context, shard string, checkpoint streamtally.Seq, takeover bool) (map[string]streamtally.Seq, error) {
 	held, err := t.store.Fences(ctx, shard)
 	if err != nil {
 		return nil, fmt.Errorf("read fences of shard %s: %w", shard, err)
 	}
-	f := make(map[string]string, len(held))
+	f := make(map[string]streamtally.Seq, len(held))
 	renew := map[string]string{}
 	for _, v := range t.views {
 		h := held[v.Name]
@@ -348,7 +343,7 @@ func (t *Tally) open(ctx context.Context, shard, checkpoint string, takeover boo
 		case !h.Held && checkpoint != "":
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
 				"Redis holds nothing of the view, but shard %s was read through %s: a new view, or Redis lost its data; run streamtally backfill", shard, checkpoint))
-		case behind(h.Seq, checkpoint):
+		case checkpoint.After(h.Seq):
 			err = t.markLost(ctx, v.Name, fmt.Sprintf(
 				"shard %s was read through %s but Redis holds it only through %q: Redis lost writes", shard, checkpoint, h.Seq))
 		case takeover || h.Seq != checkpoint:
@@ -383,7 +378,7 @@ func (t *Tally) renewed(shard, view string) {
 	delete(t.renew[shard], view)
 }
 
-func (t *Tally) setFence(shard, view, seq string) {
+func (t *Tally) setFence(shard, view string, seq streamtally.Seq) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f := t.fences[shard]; f != nil {

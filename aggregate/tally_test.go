@@ -17,13 +17,13 @@ import (
 // one: a delta applies only if the view's fence for its shard equals After.
 type memStore struct {
 	mu       sync.Mutex
-	fences   map[string]map[string]string      // shard -> view -> fence
-	totals   map[string]map[string]*GroupDelta // view -> group -> totals
-	held     map[string]bool                   // views ever applied
-	lost     map[string]string                 // view -> why it was marked lost
-	applied  []*Delta                          // every Apply call, in order
-	fenceErr error                             // returned by Fences
-	applyErr error                             // returned by Apply
+	fences   map[string]map[string]streamtally.Seq // shard -> view -> fence
+	totals   map[string]map[string]*GroupDelta     // view -> group -> totals
+	held     map[string]bool                       // views ever applied
+	lost     map[string]string                     // view -> why it was marked lost
+	applied  []*Delta                              // every Apply call, in order
+	fenceErr error                                 // returned by Fences
+	applyErr error                                 // returned by Apply
 
 	// beforeApply, if set, runs before each Apply under no lock: it stands
 	// for another worker racing this one.
@@ -31,7 +31,7 @@ type memStore struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{fences: map[string]map[string]string{}, totals: map[string]map[string]*GroupDelta{},
+	return &memStore{fences: map[string]map[string]streamtally.Seq{}, totals: map[string]map[string]*GroupDelta{},
 		held: map[string]bool{}, lost: map[string]string{}}
 }
 
@@ -72,7 +72,7 @@ func (s *memStore) forget(view string) {
 
 // rewind sets view's fence for shard back, as a restore of an older
 // snapshot would.
-func (s *memStore) rewind(shard, view, fence string) {
+func (s *memStore) rewind(shard, view string, fence streamtally.Seq) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fences[shard][view] = fence
@@ -97,12 +97,12 @@ func (s *memStore) Apply(_ context.Context, d *Delta) error {
 func (s *memStore) applyLocked(d *Delta) error {
 	f := s.fences[d.Shard]
 	if f == nil {
-		f = map[string]string{}
+		f = map[string]streamtally.Seq{}
 		s.fences[d.Shard] = f
 	}
 	if why, ok := s.lost[d.View.Name]; ok {
 		// As the apply script: the counters stay, the fence follows.
-		if behind(f[d.View.Name], d.Through) {
+		if d.Through.After(f[d.View.Name]) {
 			f[d.View.Name] = d.Through
 		}
 		return &ViewLostError{View: d.View.Name, Reason: why}
@@ -146,14 +146,14 @@ func (s *memStore) otherWorker(v *View, shard string, recs []streamtally.Record)
 
 // rebuilt stands for a rebuild's swap: view holds totals, its fence for
 // shard is fence, and it is no longer lost.
-func (s *memStore) rebuilt(view, shard, fence string, totals map[string]*GroupDelta) {
+func (s *memStore) rebuilt(view, shard string, fence streamtally.Seq, totals map[string]*GroupDelta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.lost, view)
 	s.held[view] = true
 	s.totals[view] = totals
 	if s.fences[shard] == nil {
-		s.fences[shard] = map[string]string{}
+		s.fences[shard] = map[string]streamtally.Seq{}
 	}
 	s.fences[shard][view] = fence
 }
@@ -351,7 +351,7 @@ func TestTallyWrapsStoreErrorsWithViewAndShard(t *testing.T) {
 func TestTallyReplayOfAppliedBatchCallsNoApply(t *testing.T) {
 	v := newView("v", []string{"platform"}, "n=count")
 	store := newMemStore()
-	store.fences["s1"] = map[string]string{"v": "10"}
+	store.fences["s1"] = map[string]streamtally.Seq{"v": "10"}
 	store.held["v"] = true
 	tally := NewTally([]*View{v}, store, quietLog())
 
@@ -427,7 +427,7 @@ func TestTallyShardsConcurrently(t *testing.T) {
 	}
 	checkGroups(t, v, store.totals["v"], map[string]want{"Web": {shards * batches, map[string]string{"amount": "1"}}})
 	for s := 0; s < shards; s++ {
-		if got := store.fences[fmt.Sprintf("s%d", s)]["v"]; got != fmt.Sprint(2*batches) {
+		if got := store.fences[fmt.Sprintf("s%d", s)]["v"]; string(got) != fmt.Sprint(2*batches) {
 			t.Errorf("shard s%d fence = %q, want %d", s, got, 2*batches)
 		}
 	}

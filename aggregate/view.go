@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/config"
 )
@@ -137,7 +135,7 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 		if !ok {
 			return Contribution{}, Reason{MissingSum, "missing summed attribute " + m.Attr}, false
 		}
-		n, ok := av.(*types.AttributeValueMemberN)
+		n, ok := av.(*streamtally.N)
 		if !ok {
 			return Contribution{}, Reason{BadSum, "summed attribute " + m.Attr + " is " + typeName(av) + ", not a number"}, false
 		}
@@ -178,13 +176,13 @@ func IsDeadLetter(kind string) bool {
 	return kind != MissingGroupBy && kind != MissingSum && kind != MissingTime && kind != Filtered
 }
 
-func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
+func lookup(img streamtally.Image, path []string) (streamtally.Value, bool) {
 	av, ok := img[path[0]]
 	for _, p := range path[1:] {
 		if !ok {
 			return nil, false
 		}
-		m, isMap := av.(*types.AttributeValueMemberM)
+		m, isMap := av.(*streamtally.M)
 		if !isMap {
 			return nil, false
 		}
@@ -195,17 +193,17 @@ func lookup(img streamtally.Image, path []string) (types.AttributeValue, bool) {
 
 // groupText renders the group_by value at path as text. Only scalars make
 // sensible groups; sets, lists, maps, binary and NULL are rejected.
-func groupText(path string, av types.AttributeValue) (string, Reason, bool) {
+func groupText(path string, av streamtally.Value) (string, Reason, bool) {
 	switch a := av.(type) {
-	case *types.AttributeValueMemberS:
+	case *streamtally.S:
 		return a.Value, Reason{}, true
-	case *types.AttributeValueMemberN:
+	case *streamtally.N:
 		d, err := ParseNumber(a.Value)
 		if err != nil {
 			return "", Reason{BadNumber, "group_by attribute " + path + ": " + err.Error()}, false
 		}
 		return d.String(), Reason{}, true
-	case *types.AttributeValueMemberBOOL:
+	case *streamtally.Bool:
 		if a.Value {
 			return "true", Reason{}, true
 		}
@@ -214,27 +212,27 @@ func groupText(path string, av types.AttributeValue) (string, Reason, bool) {
 	return "", Reason{BadGroupBy, "group_by attribute " + path + " has unsupported type " + typeName(av)}, false
 }
 
-func typeName(av types.AttributeValue) string {
+func typeName(av streamtally.Value) string {
 	switch av.(type) {
-	case *types.AttributeValueMemberS:
+	case *streamtally.S:
 		return "S"
-	case *types.AttributeValueMemberN:
+	case *streamtally.N:
 		return "N"
-	case *types.AttributeValueMemberB:
+	case *streamtally.B:
 		return "B"
-	case *types.AttributeValueMemberBOOL:
+	case *streamtally.Bool:
 		return "BOOL"
-	case *types.AttributeValueMemberNULL:
+	case *streamtally.Null:
 		return "NULL"
-	case *types.AttributeValueMemberM:
+	case *streamtally.M:
 		return "M"
-	case *types.AttributeValueMemberL:
+	case *streamtally.L:
 		return "L"
-	case *types.AttributeValueMemberSS:
+	case *streamtally.SS:
 		return "SS"
-	case *types.AttributeValueMemberNS:
+	case *streamtally.NS:
 		return "NS"
-	case *types.AttributeValueMemberBS:
+	case *streamtally.BS:
 		return "BS"
 	}
 	return "unknown"

@@ -4,8 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 )
 
@@ -23,8 +21,8 @@ func TestFoldGroupKeys(t *testing.T) {
 		{"number is canonical", []string{"tier"}, streamtally.Image{"tier": attrN("10.50")}, "10.5"},
 		{"number with exponent is canonical", []string{"tier"}, streamtally.Image{"tier": attrN("1.5E+1")}, "15"},
 		{"negative zero is zero", []string{"tier"}, streamtally.Image{"tier": attrN("-0.00")}, "0"},
-		{"bool true", []string{"vip"}, streamtally.Image{"vip": &types.AttributeValueMemberBOOL{Value: true}}, "true"},
-		{"bool false", []string{"vip"}, streamtally.Image{"vip": &types.AttributeValueMemberBOOL{Value: false}}, "false"},
+		{"bool true", []string{"vip"}, streamtally.Image{"vip": &streamtally.Bool{Value: true}}, "true"},
+		{"bool false", []string{"vip"}, streamtally.Image{"vip": &streamtally.Bool{Value: false}}, "false"},
 		{
 			"several attributes join with a bar and escape bar and backslash",
 			[]string{"a", "b"},
@@ -34,7 +32,7 @@ func TestFoldGroupKeys(t *testing.T) {
 		{
 			"mixed types in order of group_by",
 			[]string{"vip", "platform", "tier"},
-			streamtally.Image{"platform": attrS("Web"), "tier": attrN("007"), "vip": &types.AttributeValueMemberBOOL{Value: true}},
+			streamtally.Image{"platform": attrS("Web"), "tier": attrN("007"), "vip": &streamtally.Bool{Value: true}},
 			"true|Web|7",
 		},
 		{
@@ -84,17 +82,17 @@ func TestFoldRejectsImagesThatCannotContribute(t *testing.T) {
 		{"missing group_by", "platform", ok(streamtally.Image{"platform": nil}), "missing_group_by"},
 		{"dotted path through a non-map", "platform.name", ok(nil), "missing_group_by"},
 		{"dotted path to a missing key", "meta.platform", ok(streamtally.Image{"meta": attrM(streamtally.Image{})}), "missing_group_by"},
-		{"group_by NULL", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberNULL{Value: true}}), "bad_group_by"},
-		{"group_by L", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberL{Value: []types.AttributeValue{attrS("Web")}}}), "bad_group_by"},
+		{"group_by NULL", "platform", ok(streamtally.Image{"platform": &streamtally.Null{Value: true}}), "bad_group_by"},
+		{"group_by L", "platform", ok(streamtally.Image{"platform": &streamtally.L{Value: []streamtally.Value{attrS("Web")}}}), "bad_group_by"},
 		{"group_by M", "platform", ok(streamtally.Image{"platform": attrM(streamtally.Image{"x": attrS("Web")})}), "bad_group_by"},
-		{"group_by SS", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberSS{Value: []string{"Web"}}}), "bad_group_by"},
-		{"group_by NS", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberNS{Value: []string{"1"}}}), "bad_group_by"},
-		{"group_by B", "platform", ok(streamtally.Image{"platform": &types.AttributeValueMemberB{Value: []byte("Web")}}), "bad_group_by"},
+		{"group_by SS", "platform", ok(streamtally.Image{"platform": &streamtally.SS{Value: []string{"Web"}}}), "bad_group_by"},
+		{"group_by NS", "platform", ok(streamtally.Image{"platform": &streamtally.NS{Value: []string{"1"}}}), "bad_group_by"},
+		{"group_by B", "platform", ok(streamtally.Image{"platform": &streamtally.B{Value: []byte("Web")}}), "bad_group_by"},
 		{"group_by N that does not parse", "platform", ok(streamtally.Image{"platform": attrN("twelve")}), "bad_number"},
 		{"group_by N beyond DynamoDB's range", "platform", ok(streamtally.Image{"platform": attrN("1E+126")}), "bad_number"},
 		{"missing sum attribute", "platform", ok(streamtally.Image{"amount": nil}), "missing_sum"},
 		{"sum attribute of type S", "platform", ok(streamtally.Image{"amount": attrS("12")}), "bad_sum"},
-		{"sum attribute of type NULL", "platform", ok(streamtally.Image{"amount": &types.AttributeValueMemberNULL{Value: true}}), "bad_sum"},
+		{"sum attribute of type NULL", "platform", ok(streamtally.Image{"amount": &streamtally.Null{Value: true}}), "bad_sum"},
 		{"sum N that does not parse", "platform", ok(streamtally.Image{"amount": attrN("1.2.3")}), "bad_number"},
 		{"sum N with too many decimals", "platform", ok(streamtally.Image{"amount": attrN("1E-200")}), "bad_number"},
 		{"sum N with 39 significant digits", "platform", ok(streamtally.Image{"amount": attrN("123456789012345678901234567890123456789")}), "bad_number"},
@@ -187,7 +185,7 @@ func TestKeyString(t *testing.T) {
 		"email":     attrS("a@test.com"),
 		"donatedAt": attrS("2019-08-07T07:26:56"),
 		"n":         attrN("3"),
-		"b":         &types.AttributeValueMemberB{Value: []byte{1}},
+		"b":         &streamtally.B{Value: []byte{1}},
 	})
 	if want := "b=<B>,donatedAt=2019-08-07T07:26:56,email=a@test.com,n=3"; got != want {
 		t.Errorf("KeyString = %q, want %q", got, want)

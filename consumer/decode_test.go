@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/internal/streamstest"
 )
@@ -18,18 +16,18 @@ type images struct {
 	recs map[string]streamtally.Record
 }
 
-func (h *images) HandleBatch(_ context.Context, _, _ string, recs []streamtally.Record) error {
+func (h *images) HandleBatch(_ context.Context, _ string, _ streamtally.Seq, recs []streamtally.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range recs {
-		h.recs[r.SequenceNumber] = r
+		h.recs[string(r.SequenceNumber)] = r
 	}
 	return nil
 }
 
 func (h *images) ShardReleased(string) {}
 
-func (h *images) OpenShard(context.Context, string, string, bool) (string, bool, error) {
+func (h *images) OpenShard(context.Context, string, streamtally.Seq, bool) (streamtally.Seq, bool, error) {
 	return "", false, nil
 }
 
@@ -78,7 +76,7 @@ func TestWorkerHandsUndecodableRecordOnInsteadOfStallingTheShard(t *testing.T) {
 	if got := good.New["amount"]; got == nil {
 		t.Errorf("record 2: NewImage %v lacks amount", good.New)
 	}
-	if bad, _ := h.get(seqs[1]); !reflect.DeepEqual(bad.Keys, streamtally.Image{"pk": &types.AttributeValueMemberS{Value: "b"}}) {
+	if bad, _ := h.get(seqs[1]); !reflect.DeepEqual(bad.Keys, streamtally.Image{"pk": &streamtally.S{Value: "b"}}) {
 		t.Errorf("undecodable record: Keys %+v, want pk b", bad.Keys)
 	}
 	if !f.checkpointsAre(map[string]string{"s1": seqs[2]}) {

@@ -25,6 +25,7 @@ import (
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/streamstest"
 	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -128,13 +129,13 @@ type opening struct {
 // loss is one RecordsLost call.
 type loss struct{ shard, reason string }
 
-func (r *recorder) OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (string, bool, error) {
+func (r *recorder) OpenShard(ctx context.Context, shard string, checkpoint streamtally.Seq, takeover bool) (streamtally.Seq, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.opened = append(r.opened, opening{shard, checkpoint, takeover})
+	r.opened = append(r.opened, opening{shard, string(checkpoint), takeover})
 	if r.holds != nil {
 		nearest, all := r.holds(shard)
-		return nearest, all, nil
+		return streamtally.Seq(nearest), all, nil
 	}
 	return "", false, nil
 }
@@ -160,13 +161,13 @@ func (r *recorder) allOpenings() []opening {
 
 var _ consumer.Handler = (*recorder)(nil)
 
-func (r *recorder) HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error {
+func (r *recorder) HandleBatch(ctx context.Context, shard string, after streamtally.Seq, recs []streamtally.Record) error {
 	seqs := make([]string, len(recs))
 	var bad []string
 	for i, rec := range recs {
-		seqs[i] = rec.SequenceNumber
+		seqs[i] = string(rec.SequenceNumber)
 		if rec.Shard != shard {
-			bad = append(bad, rec.SequenceNumber)
+			bad = append(bad, string(rec.SequenceNumber))
 		}
 	}
 	r.mu.Lock()
@@ -183,7 +184,7 @@ func (r *recorder) HandleBatch(ctx context.Context, shard, after string, recs []
 		r.fail--
 		err = errInjected
 	}
-	r.calls = append(r.calls, call{shard: shard, after: after, seqs: seqs, err: err, at: stamp.Add(1)})
+	r.calls = append(r.calls, call{shard: shard, after: string(after), seqs: seqs, err: err, at: stamp.Add(1)})
 	return err
 }
 
@@ -360,7 +361,7 @@ type runningWorker struct {
 // start runs a Worker until stop, or until the test ends.
 func (f *fixture) start(opt consumer.Options, h consumer.Handler) *runningWorker {
 	f.t.Helper()
-	w := consumer.NewWorker(f.streams, f.srv.StreamARN, f.leaseTable(opt.WorkerID, opt.LeaseDuration), h, opt, testLogger(f.t))
+	w := consumer.NewWorker(ddbstreams.New(f.streams, f.srv.StreamARN), f.leaseTable(opt.WorkerID, opt.LeaseDuration), h, opt, testLogger(f.t))
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{Worker: w, cancel: cancel, done: make(chan error, 1)}
 	go func() { rw.done <- w.Run(ctx) }()

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/streamtally/streamtally"
 	"github.com/vmware/vmware-go-kcl-v2/clientlibrary/checkpoint"
 	kclconfig "github.com/vmware/vmware-go-kcl-v2/clientlibrary/config"
 	"github.com/vmware/vmware-go-kcl-v2/logger"
@@ -136,7 +137,7 @@ func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]boo
 
 // Acquire reads the row of shard and takes its lease, if no other worker
 // holds an unexpired one, returning the shard's checkpoint.
-func (t *LeaseTable) Acquire(s Shard) (string, error) {
+func (t *LeaseTable) Acquire(s streamtally.Shard) (string, error) {
 	ctx := context.TODO()
 	out, err := t.ddb.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(t.table),
@@ -169,7 +170,7 @@ var ErrLeaseHeld = errors.New("lease held by another worker")
 // The library's claim rewrites the whole row from what it read a moment
 // before, which would drop the start time and could move a checkpoint
 // written meanwhile back.
-func (t *LeaseTable) Take(ctx context.Context, s Shard, seen *Lease, startedAt time.Time) (Taken, error) {
+func (t *LeaseTable) Take(ctx context.Context, s streamtally.Shard, seen *Lease, startedAt time.Time) (Taken, error) {
 	now := t.now()
 	names := map[string]string{"#o": checkpoint.LeaseOwnerKey, "#t": checkpoint.LeaseTimeoutKey}
 	values := map[string]ddbtypes.AttributeValue{

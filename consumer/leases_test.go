@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/consumer"
 )
 
@@ -68,7 +69,7 @@ func (e *leaseEnv) row(shard string) map[string]ddbtypes.AttributeValue {
 	return out.Item
 }
 
-func (e *leaseEnv) acquire(lt *consumer.LeaseTable, s consumer.Shard) string {
+func (e *leaseEnv) acquire(lt *consumer.LeaseTable, s streamtally.Shard) string {
 	e.t.Helper()
 	cp, err := lt.Acquire(s)
 	if err != nil {
@@ -133,7 +134,7 @@ func TestLeaseAcquireNewShardRecordsOwnerAndParent(t *testing.T) {
 	e := newLeaseEnv(t)
 	a := e.initWorker("a")
 	before := time.Now()
-	if cp := e.acquire(a, consumer.Shard{ID: "child", Parent: "parent"}); cp != "" {
+	if cp := e.acquire(a, streamtally.Shard{ID: "child", Parent: "parent"}); cp != "" {
 		t.Errorf("Acquire of a new shard returned checkpoint %q, want none", cp)
 	}
 	leases, _ := e.list(a)
@@ -153,7 +154,7 @@ func TestLeaseHeldByAnotherWorkerIsTakenOnlyAfterItExpires(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t)
 	a, b := e.initWorker("a"), e.initWorker("b")
-	s := consumer.Shard{ID: "s1"}
+	s := streamtally.Shard{ID: "s1"}
 	e.acquire(a, s)
 
 	if _, err := b.Acquire(s); err == nil {
@@ -180,7 +181,7 @@ func TestLeaseOldOwnerCannotRenewOrCheckpointAfterTakeover(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t)
 	a, b := e.initWorker("a"), e.initWorker("b")
-	s := consumer.Shard{ID: "s1"}
+	s := streamtally.Shard{ID: "s1"}
 	e.acquire(a, s)
 	e.checkpoint(a, "s1", "100")
 	waitExpiry() // a stalls: no renewal
@@ -222,7 +223,7 @@ func TestLeaseRenewExtendsTimeout(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t)
 	a, b := e.initWorker("a"), e.initWorker("b")
-	s := consumer.Shard{ID: "s1"}
+	s := streamtally.Shard{ID: "s1"}
 	e.acquire(a, s)
 	// Renewed well within every period, the lease never lapses.
 	for range 6 {
@@ -240,7 +241,7 @@ func TestLeaseReleaseLetsAnotherWorkerAcquireAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t)
 	a, b := e.initWorker("a"), e.initWorker("b")
-	s := consumer.Shard{ID: "s1", Parent: "p"}
+	s := streamtally.Shard{ID: "s1", Parent: "p"}
 	e.acquire(a, s)
 	e.checkpoint(a, "s1", "42")
 	if err := a.Release("s1"); err != nil {
@@ -287,7 +288,7 @@ func TestLeaseHandoverKeepsCheckpoint(t *testing.T) {
 			t.Parallel()
 			e := newLeaseEnv(t)
 			a, b := e.initWorker("a"), e.initWorker("b")
-			s := consumer.Shard{ID: "s1"}
+			s := streamtally.Shard{ID: "s1"}
 			e.acquire(a, s)
 			e.checkpoint(a, "s1", "000000000000000000001")
 			e.checkpoint(a, "s1", tc.cp) // the last one counts
@@ -311,7 +312,7 @@ func TestHeartbeatRowsListAsWorkersNotLeases(t *testing.T) {
 			t.Fatalf("Heartbeat: %v", err)
 		}
 	}
-	e.acquire(a, consumer.Shard{ID: "s1"})
+	e.acquire(a, streamtally.Shard{ID: "s1"})
 
 	leases, workers := e.list(a)
 	if want := map[string]bool{"a": true, "b": true}; !maps.Equal(workers, want) {

@@ -5,14 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/retry"
 )
 
 // outcome is how a shard reader stopped.
@@ -49,11 +45,11 @@ const streamRetention = 24 * time.Hour
 
 // shardReader reads one leased shard from its checkpoint on.
 type shardReader struct {
-	w       *Worker
-	shard   Shard
-	taken   Taken
-	last    string                  // last sequence number every view holds
-	initial types.ShardIteratorType // where to start without a position
+	w      *Worker
+	shard  streamtally.Shard
+	taken  Taken
+	last   streamtally.Seq // last sequence number every view holds
+	latest bool            // without a position, start at the tip, not the oldest record
 	// skipBefore, while not zero, drops records created before it: the
 	// reader is finding, from the trim horizon, where an earlier owner
 	// started the shard at LATEST.
@@ -98,38 +94,32 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 	}
 	failures := 0
 	for {
-		page := decodedPage{shard: r.shard.ID}
-		out, err := r.w.streams.GetRecords(withPage(readCtx, &page), &dynamodbstreams.GetRecordsInput{
-			ShardIterator: aws.String(iter),
-			Limit:         aws.Int32(int32(r.w.opt.BatchSize)),
-		}, fastDecode)
+		page, err := r.w.source.Read(readCtx, r.shard.ID, iter, r.w.opt.BatchSize)
 		if readCtx.Err() != nil {
 			return stopped
 		}
 		if err != nil {
-			var expired *types.ExpiredIteratorException
-			var trimmed *types.TrimmedDataAccessException
-			var gone *types.ResourceNotFoundException
-			if errors.As(err, &expired) || errors.As(err, &trimmed) || errors.As(err, &gone) {
+			expired, trimmed, gone := errors.Is(err, streamtally.ErrIteratorExpired), errors.Is(err, streamtally.ErrTrimmed), errors.Is(err, streamtally.ErrShardGone)
+			if expired || trimmed || gone {
 				// A new iterator starts from what is checkpointed.
 				if o, ok := r.flush(workCtx); !ok {
 					return o
 				}
 			}
 			switch {
-			case errors.As(err, &expired):
+			case expired:
 				r.w.stats.ExpiredIterators.Add(1)
 				r.log.Info("shard iterator expired; resuming from the checkpoint", "after", r.last)
-			case errors.As(err, &trimmed):
+			case trimmed:
 				if !r.trimmed(readCtx, workCtx, err) {
 					return stopped
 				}
-			case errors.As(err, &gone):
+			case gone:
 				return r.gone(readCtx, workCtx, err)
 			default:
 				r.w.stats.ReadErrors.Add(1)
 				r.log.Warn("get records failed; retrying", "err", err, "attempt", failures+1)
-				if backoff(readCtx, failures, rand.Int64N) != nil {
+				if retry.Wait(readCtx, failures) != nil {
 					return stopped
 				}
 				failures++
@@ -141,10 +131,7 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 			continue
 		}
 		failures = 0
-		recs := page.recs
-		if !page.done {
-			recs = toRecords(r.shard.ID, out.Records)
-		}
+		recs := page.Records
 		n := len(recs)
 		if recs, ok = r.skip(readCtx, workCtx, recs); !ok {
 			return stopped
@@ -156,24 +143,18 @@ func (r *shardReader) read(readCtx, workCtx context.Context) outcome {
 			}
 		}
 		// A full page says more is waiting; anything less, the tip.
-		full := n >= r.w.opt.BatchSize && out.NextShardIterator != nil
+		full := n >= r.w.opt.BatchSize && page.Next != ""
 		if r.pending > 0 && (!full || time.Since(r.checkpointedAt) >= catchUpCheckpointEvery) {
 			if o, ok := r.flush(workCtx); !ok {
 				return o
 			}
 		}
-		if out.NextShardIterator == nil {
+		if page.Next == "" {
 			return r.finish(workCtx)
 		}
-		iter = *out.NextShardIterator
-		if n == 0 {
-			t := time.NewTimer(r.w.opt.PollInterval)
-			select {
-			case <-readCtx.Done():
-				t.Stop()
-				return stopped
-			case <-t.C:
-			}
+		iter = page.Next
+		if n == 0 && !retry.Sleep(readCtx, r.w.opt.PollInterval) {
+			return stopped
 		}
 	}
 }
@@ -210,7 +191,7 @@ func (r *shardReader) skip(readCtx, workCtx context.Context, recs []streamtally.
 // It reports false when the reader was stopped first.
 func (r *shardReader) position(readCtx, workCtx context.Context) bool {
 	tk := r.taken
-	var nearest string
+	var nearest streamtally.Seq
 	var all bool
 	err := r.retry(readCtx, "opening the shard", func() error {
 		var err error
@@ -220,11 +201,11 @@ func (r *shardReader) position(readCtx, workCtx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	r.initial = types.ShardIteratorTypeTrimHorizon
+	r.latest = false
 	switch {
 	case tk.Checkpoint == ShardEnd:
 	case tk.Checkpoint != "":
-		r.last = tk.Checkpoint
+		r.last = streamtally.Seq(tk.Checkpoint)
 	case all && nearest != "":
 		// A recount swapped the views in, or a reader applied a batch
 		// and stopped before its checkpoint: every view holds the shard
@@ -244,19 +225,23 @@ func (r *shardReader) position(readCtx, workCtx context.Context) bool {
 		// Somebody started the shard and left no trace of where: reading
 		// it all loses nothing.
 	case !tk.StartedAt.IsZero():
-		r.initial = types.ShardIteratorTypeLatest
+		r.latest = true
 	}
-	r.log.Info("starting shard", "after", r.last, "at", string(r.initial), "views_nearest", nearest, "every_view", all)
+	at := "TRIM_HORIZON"
+	if r.latest {
+		at = "LATEST"
+	}
+	r.log.Info("starting shard", "after", r.last, "at", at, "views_nearest", nearest, "every_view", all)
 	return true
 }
 
 // startCheckpoint is the checkpoint as the handler knows it: a shard read
 // to its end is not one whose records are all handled by every view.
-func startCheckpoint(cp string) string {
+func startCheckpoint(cp string) streamtally.Seq {
 	if cp == ShardEnd {
 		return ""
 	}
-	return cp
+	return streamtally.Seq(cp)
 }
 
 // retry calls fn until it succeeds, with backoff, or ctx ends.
@@ -271,7 +256,7 @@ func (r *shardReader) retry(ctx context.Context, what string, fn func() error) e
 		}
 		r.w.stats.ApplyErrors.Add(1)
 		r.log.Warn(what+" failed; retrying", "err", err, "attempt", attempt+1)
-		if err := backoff(ctx, attempt, rand.Int64N); err != nil {
+		if err := retry.Wait(ctx, attempt); err != nil {
 			return err
 		}
 	}
@@ -290,7 +275,7 @@ func (r *shardReader) apply(ctx context.Context, recs []streamtally.Record) (out
 		}
 		r.w.stats.ApplyErrors.Add(1)
 		r.log.Warn("applying batch failed; retrying, nothing is checkpointed meanwhile", "err", err, "attempt", attempt+1)
-		if backoff(ctx, attempt, rand.Int64N) != nil {
+		if retry.Wait(ctx, attempt) != nil {
 			return stopped, false
 		}
 	}
@@ -310,7 +295,7 @@ func (r *shardReader) flush(ctx context.Context) (outcome, bool) {
 	if r.pending == 0 {
 		return 0, true
 	}
-	if o, ok := r.checkpoint(ctx, r.last); !ok {
+	if o, ok := r.checkpoint(ctx, string(r.last)); !ok {
 		return o, false
 	}
 	r.prog.checkpointed(r.pendingCreated, r.pending)
@@ -343,7 +328,7 @@ func (r *shardReader) checkpoint(ctx context.Context, seq string) (outcome, bool
 			return lost, false
 		}
 		r.log.Warn("checkpoint failed; retrying", "err", err, "attempt", attempt+1)
-		if backoff(ctx, attempt, rand.Int64N) != nil {
+		if retry.Wait(ctx, attempt) != nil {
 			return stopped, false
 		}
 	}
@@ -358,14 +343,7 @@ func (r *shardReader) checkpoint(ctx context.Context, seq string) (outcome, bool
 func (r *shardReader) trimmed(readCtx, workCtx context.Context, err error) bool {
 	if r.last == "" {
 		r.log.Info("the trim horizon moved before the first record was read; reading from it again", "err", err)
-		t := time.NewTimer(r.w.opt.PollInterval)
-		defer t.Stop()
-		select {
-		case <-readCtx.Done():
-			return false
-		case <-t.C:
-			return true
-		}
+		return retry.Sleep(readCtx, r.w.opt.PollInterval)
 	}
 	r.w.stats.Trimmed.Add(1)
 	r.log.Error("records past the checkpoint were trimmed from the stream before they were read; the views are marked lost and the shard resumes at the trim horizon", "after", r.last, "err", err)
@@ -374,7 +352,7 @@ func (r *shardReader) trimmed(readCtx, workCtx context.Context, err error) bool 
 		return false
 	}
 	r.last = ""
-	r.initial = types.ShardIteratorTypeTrimHorizon
+	r.latest = false
 	r.skipBefore = time.Time{}
 	return true
 }
@@ -384,7 +362,7 @@ func (r *shardReader) trimmed(readCtx, workCtx context.Context, err error) bool 
 func (r *shardReader) gone(readCtx, workCtx context.Context, err error) outcome {
 	r.w.stats.Gone.Add(1)
 	r.log.Error("shard left the stream before it was read to its end; the views are marked lost", "after", r.last, "err", err)
-	reason := fmt.Sprintf("shard %s left the stream before it was read to its end: the records after %s were never read", r.shard.ID, describeSeq(r.last))
+	reason := fmt.Sprintf("shard %s left the stream before it was read to its end: the records after %s were never read", r.shard.ID, describeSeq(string(r.last)))
 	if !r.lose(readCtx, workCtx, reason) {
 		return stopped
 	}
@@ -403,35 +381,26 @@ func (r *shardReader) lose(readCtx, workCtx context.Context, reason string) bool
 // ended (it was closed with nothing after the position, or is gone).
 func (r *shardReader) iterator(readCtx, workCtx context.Context) (string, outcome, bool) {
 	for attempt := 0; ; attempt++ {
-		in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(r.w.arn), ShardId: aws.String(r.shard.ID)}
-		if r.last != "" {
-			in.ShardIteratorType = types.ShardIteratorTypeAfterSequenceNumber
-			in.SequenceNumber = aws.String(r.last)
-		} else {
-			in.ShardIteratorType = r.initial
-		}
-		out, err := r.w.streams.GetShardIterator(readCtx, in)
+		iter, err := r.w.source.Iterator(readCtx, r.shard.ID, streamtally.Position{After: r.last, Latest: r.latest})
 		if readCtx.Err() != nil {
 			return "", stopped, false
 		}
-		var trimmed *types.TrimmedDataAccessException
-		var gone *types.ResourceNotFoundException
 		switch {
-		case err == nil && out.ShardIterator != nil:
-			return *out.ShardIterator, 0, true
+		case err == nil && iter != "":
+			return iter, 0, true
 		case err == nil:
 			return "", r.finish(workCtx), false // a closed shard with nothing after the position
-		case errors.As(err, &trimmed):
+		case errors.Is(err, streamtally.ErrTrimmed):
 			if !r.trimmed(readCtx, workCtx, err) {
 				return "", stopped, false
 			}
 			continue
-		case errors.As(err, &gone):
+		case errors.Is(err, streamtally.ErrShardGone):
 			return "", r.gone(readCtx, workCtx, err), false
 		}
 		r.w.stats.ReadErrors.Add(1)
 		r.log.Warn("get shard iterator failed; retrying", "err", err, "attempt", attempt+1)
-		if backoff(readCtx, attempt, rand.Int64N) != nil {
+		if retry.Wait(readCtx, attempt) != nil {
 			return "", stopped, false
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/consumer"
 )
 
@@ -59,7 +60,7 @@ func TestStartLatestHandoverBeforeAnyCheckpointLosesNothing(t *testing.T) {
 				// The first owner took the lease at LATEST and was killed:
 				// its lease is left to expire.
 				f.initTable()
-				if _, err := f.leaseTable("a", testLease).Take(t.Context(), consumer.Shard{ID: "s1"}, nil, time.Now()); err != nil {
+				if _, err := f.leaseTable("a", testLease).Take(t.Context(), streamtally.Shard{ID: "s1"}, nil, time.Now()); err != nil {
 					t.Fatal(err)
 				}
 			} else {
@@ -117,7 +118,7 @@ func TestGoneParentWithAMidShardCheckpointLetsItsChildBeReadAndReportsTheLoss(t 
 	})
 	f.initTable()
 	prev := f.leaseTable("previous", testLease)
-	if _, err := prev.Acquire(consumer.Shard{ID: "shardId-1-parent"}); err != nil {
+	if _, err := prev.Acquire(streamtally.Shard{ID: "shardId-1-parent"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := prev.Checkpoint(t.Context(), "shardId-1-parent", want["shardId-1-parent"][1]); err != nil {

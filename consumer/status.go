@@ -8,10 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/streamtally/streamtally"
 )
 
 // ErrNoLeaseTable means the lease table does not exist: no worker of the
@@ -67,7 +65,7 @@ const statusProbes = 8
 // Streams can answer empty pages before records that exist.
 const emptyPagesFollowed = 3
 
-// Status reports every shard of the stream arn and every shard that still
+// Status reports every shard of the stream and every shard that still
 // has a lease row, sorted by shard ID, with the set of live workers (whose
 // heartbeat row has not expired by the local clock). It only reads: a
 // missing lease table is ErrNoLeaseTable, not created.
@@ -80,7 +78,7 @@ const emptyPagesFollowed = 3
 // after that start, which the row records.
 // Errors measuring one shard's lag are reported in its LagErr; the error
 // returned is for what makes the whole report impossible.
-func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable, now time.Time) ([]ShardStatus, map[string]bool, error) {
+func Status(ctx context.Context, source ShardSource, leases *LeaseTable, now time.Time) ([]ShardStatus, map[string]bool, error) {
 	rows, workers, err := leases.List(ctx)
 	var missing *ddbtypes.ResourceNotFoundException
 	if errors.As(err, &missing) {
@@ -89,7 +87,7 @@ func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable
 	if err != nil {
 		return nil, nil, err
 	}
-	shards, err := listShards(ctx, streams, arn)
+	shards, err := source.Shards(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,7 +127,7 @@ func Status(ctx context.Context, streams Streams, arn string, leases *LeaseTable
 			if st.Checkpoint == "" && !st.StartedAt.IsZero() {
 				from = st.StartedAt.Add(-latestStartSlack)
 			}
-			oldest, err := oldestWaiting(ctx, streams, arn, st.Shard, st.Checkpoint, from)
+			oldest, err := oldestWaiting(ctx, source, st.Shard, streamtally.Seq(st.Checkpoint), from)
 			if err != nil {
 				st.LagErr = err
 				return
@@ -160,8 +158,8 @@ func (s *ShardStatus) setLease(l Lease) {
 	s.StartedAt = l.StartedAt
 }
 
-// pageLimit is the most records GetRecords returns.
-const pageLimit = 1000
+// maxPage is the most records one read of DynamoDB Streams returns.
+const maxPage = 1000
 
 // skipPages bounds the pages a lag measurement reads to find the first
 // record after a LATEST start, among the records before it.
@@ -170,48 +168,40 @@ const skipPages = 100
 // oldestWaiting returns the creation time of the first record after
 // checkpoint ("" reads from the trim horizon) created at or after from,
 // or zero if there is none.
-func oldestWaiting(ctx context.Context, streams Streams, arn, shard, checkpoint string, from time.Time) (time.Time, error) {
-	in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(arn), ShardId: aws.String(shard), ShardIteratorType: types.ShardIteratorTypeTrimHorizon}
-	if checkpoint != "" {
-		in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeAfterSequenceNumber, aws.String(checkpoint)
-	}
-	it, err := streams.GetShardIterator(ctx, in)
-	var trimmed *types.TrimmedDataAccessException
-	if errors.As(err, &trimmed) && checkpoint != "" {
+func oldestWaiting(ctx context.Context, source ShardSource, shard string, checkpoint streamtally.Seq, from time.Time) (time.Time, error) {
+	iter, err := source.Iterator(ctx, shard, streamtally.Position{After: checkpoint})
+	if errors.Is(err, streamtally.ErrTrimmed) && checkpoint != "" {
 		// Records after the checkpoint were trimmed unread; the worker
 		// resumes at the trim horizon, so that is what waits.
-		in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeTrimHorizon, nil
-		it, err = streams.GetShardIterator(ctx, in)
+		iter, err = source.Iterator(ctx, shard, streamtally.Position{})
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("get shard iterator of shard %s: %w", shard, err)
+		return time.Time{}, err
 	}
-	iter := it.ShardIterator
-	limit := int32(1)
+	limit := 1
 	if !from.IsZero() {
-		limit = pageLimit
+		limit = maxPage
 	}
 	empty, pages := 0, 0
-	for iter != nil && empty <= emptyPagesFollowed && pages < skipPages {
+	for iter != "" && empty <= emptyPagesFollowed && pages < skipPages {
 		pages++
-		out, err := streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(limit)})
+		page, err := source.Read(ctx, shard, iter, limit)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("get records of shard %s: %w", shard, err)
+			return time.Time{}, err
 		}
-		if len(out.Records) == 0 {
+		if len(page.Records) == 0 {
 			empty++
 		}
-		for _, rec := range out.Records {
-			r := rec.Dynamodb
-			if r == nil || r.ApproximateCreationDateTime == nil {
-				return time.Time{}, fmt.Errorf("shard %s: record without ApproximateCreationDateTime", shard)
+		for _, r := range page.Records {
+			if r.Created.IsZero() {
+				return time.Time{}, fmt.Errorf("shard %s: record %s without a creation time", shard, r.SequenceNumber)
 			}
-			if created := *r.ApproximateCreationDateTime; !created.Before(from) {
-				return created, nil
+			if !r.Created.Before(from) {
+				return r.Created, nil
 			}
 			empty = 0
 		}
-		iter = out.NextShardIterator
+		iter = page.Next
 	}
 	return time.Time{}, nil // nothing waits, or the shard is read to its end
 }

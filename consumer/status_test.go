@@ -18,6 +18,7 @@ import (
 
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/streamstest"
+	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
 // statusNow is the fixed "now" the status tests measure against. Record
@@ -64,9 +65,9 @@ func (f *fixture) appendAt(shard string, created ...time.Time) []string {
 	return f.srv.Append(shard, recs...)
 }
 
-func (f *fixture) status(streams consumer.Streams, now time.Time) ([]consumer.ShardStatus, map[string]bool) {
+func (f *fixture) status(streams ddbstreams.API, now time.Time) ([]consumer.ShardStatus, map[string]bool) {
 	f.t.Helper()
-	st, workers, err := consumer.Status(f.t.Context(), streams, f.srv.StreamARN, f.leaseTable("status", testLease), now)
+	st, workers, err := consumer.Status(f.t.Context(), ddbstreams.New(streams, f.srv.StreamARN), f.leaseTable("status", testLease), now)
 	if err != nil {
 		f.t.Fatalf("Status: %v", err)
 	}
@@ -197,7 +198,7 @@ func TestStatusReportsOwnersCheckpointsAndLag(t *testing.T) {
 // emptyPages answers the first n GetRecords calls with an empty page that
 // leads on to the same position, as DynamoDB Streams sometimes does.
 type emptyPages struct {
-	consumer.Streams
+	ddbstreams.API
 	n     int32
 	calls atomic.Int32
 }
@@ -206,7 +207,7 @@ func (e *emptyPages) GetRecords(ctx context.Context, in *dynamodbstreams.GetReco
 	if e.calls.Add(1) <= e.n {
 		return &dynamodbstreams.GetRecordsOutput{NextShardIterator: in.ShardIterator}, nil
 	}
-	return e.Streams.GetRecords(ctx, in, opts...)
+	return e.API.GetRecords(ctx, in, opts...)
 }
 
 func TestStatusFollowsEmptyPages(t *testing.T) {
@@ -219,7 +220,7 @@ func TestStatusFollowsEmptyPages(t *testing.T) {
 	f.putLease(leaseRow{shard: "shard-1", owner: "w1", checkpoint: seqs[0], timeout: now.Add(time.Second)})
 
 	t.Run("record after 3 empty pages", func(t *testing.T) {
-		s := &emptyPages{Streams: f.streams, n: 3}
+		s := &emptyPages{API: f.streams, n: 3}
 		st, _ := f.status(s, now)
 		if len(st) != 1 || !st[0].Waiting() || !near(st[0].Lag, time.Minute) {
 			t.Fatalf("status %+v, want lag 1m", st)
@@ -229,7 +230,7 @@ func TestStatusFollowsEmptyPages(t *testing.T) {
 		}
 	})
 	t.Run("gives up after 3 empty pages more", func(t *testing.T) {
-		s := &emptyPages{Streams: f.streams, n: 4}
+		s := &emptyPages{API: f.streams, n: 4}
 		st, _ := f.status(s, now)
 		if len(st) != 1 || !st[0].Measured || st[0].Waiting() || st[0].Lag != 0 {
 			t.Fatalf("status %+v, want measured lag 0", st)
@@ -282,7 +283,7 @@ func TestStatusDoesNotCreateLeaseTable(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.srv.AddShard("shard-1", "")
-	_, _, err := consumer.Status(t.Context(), f.streams, f.srv.StreamARN, f.leaseTable("status", testLease), statusNow())
+	_, _, err := consumer.Status(t.Context(), ddbstreams.New(f.streams, f.srv.StreamARN), f.leaseTable("status", testLease), statusNow())
 	if !errors.Is(err, consumer.ErrNoLeaseTable) || !strings.Contains(err.Error(), f.table) {
 		t.Fatalf("Status without a lease table: %v, want ErrNoLeaseTable naming %s", err, f.table)
 	}

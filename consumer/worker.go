@@ -9,10 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 )
 
@@ -27,11 +23,11 @@ type Handler interface {
 	// nearest position any view holds of the shard ("" for none) and
 	// whether every view holds one, so that the reader starts where the
 	// views need it to.
-	OpenShard(ctx context.Context, shard, checkpoint string, takeover bool) (nearest string, all bool, err error)
+	OpenShard(ctx context.Context, shard string, checkpoint streamtally.Seq, takeover bool) (nearest streamtally.Seq, all bool, err error)
 	// HandleBatch handles recs, which follow after: the last record
 	// handled before ("" when none was). Everything up to after was
 	// handled before, so a store that holds less has lost data.
-	HandleBatch(ctx context.Context, shard, after string, recs []streamtally.Record) error
+	HandleBatch(ctx context.Context, shard string, after streamtally.Seq, recs []streamtally.Record) error
 	// RecordsLost says records of shard were lost before they could be
 	// read, for the reason given: trimmed from the stream, or a shard
 	// gone with records unread.
@@ -45,7 +41,7 @@ type Options struct {
 	WorkerID      string
 	StartLatest   bool          // start shards nobody started before at LATEST instead of TRIM_HORIZON
 	PollInterval  time.Duration // wait after an empty read
-	BatchSize     int           // records per GetRecords, at most 1000
+	BatchSize     int           // records per read, at most 1000
 	SyncInterval  time.Duration // how often shards and leases are listed
 	LeaseDuration time.Duration
 	ShutdownGrace time.Duration // how long the batches in flight may take after a stop
@@ -71,8 +67,7 @@ type Stats struct {
 
 // Worker reads the shards of one stream that it holds leases for.
 type Worker struct {
-	streams Streams
-	arn     string
+	source  ShardSource
 	leases  *LeaseTable
 	handler Handler
 	opt     Options
@@ -88,17 +83,17 @@ type Worker struct {
 }
 
 type shardRun struct {
-	shard              Shard
+	shard              streamtally.Shard
 	prog               *progress
 	stopRead, stopWork context.CancelFunc
 	stopping           bool
 	lost               atomic.Bool // renewLoop found another worker owns the lease
 }
 
-// NewWorker returns a worker for the stream arn.
-func NewWorker(streams Streams, arn string, leases *LeaseTable, h Handler, opt Options, log *slog.Logger) *Worker {
+// NewWorker returns a worker reading the shards of source.
+func NewWorker(source ShardSource, leases *LeaseTable, h Handler, opt Options, log *slog.Logger) *Worker {
 	return &Worker{
-		streams: streams, arn: arn, leases: leases, handler: h, opt: opt,
+		source: source, leases: leases, handler: h, opt: opt,
 		log:  log.With("worker", opt.WorkerID),
 		runs: map[string]*shardRun{}, wake: make(chan struct{}, 1),
 	}
@@ -193,7 +188,7 @@ func (w *Worker) poke() {
 // sync lists shards and leases, sheds leases above this worker's share and
 // takes free or expired leases of shards whose parent is finished.
 func (w *Worker) sync(ctx context.Context) error {
-	shards, err := listShards(ctx, w.streams, w.arn)
+	shards, err := w.source.Shards(ctx)
 	if err != nil {
 		return err
 	}
@@ -228,7 +223,7 @@ func (w *Worker) sync(ctx context.Context) error {
 		}
 	}
 	now := time.Now()
-	var free []Shard
+	var free []streamtally.Shard
 	for _, s := range ready {
 		l := leases[s.ID]
 		_, mine := w.runs[s.ID]
@@ -272,7 +267,7 @@ func (w *Worker) sync(ctx context.Context) error {
 // them, and what was never read of them is a loss the views must report.
 // A row held by a live lease is left to its owner, whose reader finds the
 // shard gone itself.
-func (w *Worker) endGone(ctx context.Context, shards []Shard, leases map[string]Lease) {
+func (w *Worker) endGone(ctx context.Context, shards []streamtally.Shard, leases map[string]Lease) {
 	listed := make(map[string]bool, len(shards))
 	for _, s := range shards {
 		listed[s.ID] = true
@@ -289,11 +284,7 @@ func (w *Worker) endGone(ctx context.Context, shards []Shard, leases map[string]
 			continue
 		}
 		// A listing can lag; the shard itself must say it is gone.
-		_, err := w.streams.GetShardIterator(ctx, &dynamodbstreams.GetShardIteratorInput{
-			StreamArn: aws.String(w.arn), ShardId: aws.String(id), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
-		})
-		var missing *types.ResourceNotFoundException
-		if !errors.As(err, &missing) {
+		if _, err := w.source.Iterator(ctx, id, streamtally.Position{}); !errors.Is(err, streamtally.ErrShardGone) {
 			continue
 		}
 		reason := fmt.Sprintf("shard %s left the stream before it was read to its end: the records after %s were never read", id, describeSeq(l.Checkpoint))
@@ -321,8 +312,8 @@ func describeSeq(seq string) string {
 // readyShards are the shards that can be read now: not finished, and whose
 // parent is finished, so that an item's changes are folded in order even
 // when they span a shard split.
-func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
-	byID := make(map[string]Shard, len(shards))
+func (w *Worker) readyShards(shards []streamtally.Shard, leases map[string]Lease) []streamtally.Shard {
+	byID := make(map[string]streamtally.Shard, len(shards))
 	for _, s := range shards {
 		byID[s.ID] = s
 	}
@@ -341,7 +332,7 @@ func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
 		_, lineage := leases[s.Parent]
 		return w.opt.StartLatest && s.Closed && !(s.Parent != "" && lineage)
 	}
-	var ready []Shard
+	var ready []streamtally.Shard
 	for _, s := range shards {
 		if finished(s.ID) || (s.Parent != "" && !finished(s.Parent)) {
 			continue
@@ -353,7 +344,7 @@ func (w *Worker) readyShards(shards []Shard, leases map[string]Lease) []Shard {
 
 // start runs a reader for a shard whose lease this worker just took.
 // Called with w.mu held.
-func (w *Worker) start(s Shard, tk Taken) {
+func (w *Worker) start(s streamtally.Shard, tk Taken) {
 	log := w.log.With("shard", s.ID)
 	w.stats.LeasesTaken.Add(1)
 	w.stats.LeasesHeld.Add(1)

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/consumer"
 )
 
@@ -343,7 +344,7 @@ func TestWorkerResumesAtTrimHorizonWhenTrimmed(t *testing.T) {
 		f.initTable()
 		// A previous run checkpointed the third record long ago.
 		prev := f.leaseTable("previous", testLease)
-		if _, err := prev.Acquire(consumer.Shard{ID: "s1"}); err != nil {
+		if _, err := prev.Acquire(streamtally.Shard{ID: "s1"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := prev.Checkpoint(t.Context(), "s1", want["s1"][2]); err != nil {
@@ -430,7 +431,7 @@ func TestWorkerTakesOverExpiredLeaseOfDeadWorker(t *testing.T) {
 	f.initTable()
 	// A worker took the shard, applied two records, and died.
 	dead := f.leaseTable("dead", testLease)
-	if _, err := dead.Acquire(consumer.Shard{ID: "s1"}); err != nil {
+	if _, err := dead.Acquire(streamtally.Shard{ID: "s1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := dead.Checkpoint(t.Context(), "s1", want["s1"][1]); err != nil {
@@ -551,7 +552,7 @@ func TestWorkerStopReleasesLeases(t *testing.T) {
 	// Another worker need not wait for an expiry.
 	other := f.leaseTable("other", testLease)
 	for _, id := range []string{"s1", "s2"} {
-		cp, err := other.Acquire(consumer.Shard{ID: id})
+		cp, err := other.Acquire(streamtally.Shard{ID: id})
 		if err != nil {
 			t.Errorf("Acquire(%s) right after stop: %v", id, err)
 		} else if cp != last(want[id]) {

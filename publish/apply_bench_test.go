@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally"
@@ -66,11 +65,11 @@ func benchFoldApply(b *testing.B, groups int) {
 		gen.page(recs)
 		b.StartTimer()
 		start := processCPU()
-		if err := tally.HandleBatch(ctx, "shard-0", after, recs); err != nil {
+		if err := tally.HandleBatch(ctx, "shard-0", streamtally.Seq(after), recs); err != nil {
 			b.Fatal(err)
 		}
 		cpu += processCPU() - start
-		after = recs[len(recs)-1].SequenceNumber
+		after = string(recs[len(recs)-1].SequenceNumber)
 	}
 	b.StopTimer()
 	redisCPU = serverCPU(b, c) - redisCPU
@@ -151,9 +150,9 @@ func newHistory(groups int) *history {
 
 func (h *history) image(pk string) streamtally.Image {
 	return streamtally.Image{
-		"pk":     &types.AttributeValueMemberS{Value: pk},
-		"group":  &types.AttributeValueMemberS{Value: "g" + strconv.Itoa(h.rnd.IntN(h.groups))},
-		"amount": &types.AttributeValueMemberN{Value: strconv.Itoa(h.rnd.IntN(100000)/100) + "." + strconv.Itoa(10+h.rnd.IntN(90))},
+		"pk":     &streamtally.S{Value: pk},
+		"group":  &streamtally.S{Value: "g" + strconv.Itoa(h.rnd.IntN(h.groups))},
+		"amount": &streamtally.N{Value: strconv.Itoa(h.rnd.IntN(100000)/100) + "." + strconv.Itoa(10+h.rnd.IntN(90))},
 	}
 }
 
@@ -161,7 +160,7 @@ func (h *history) image(pk string) streamtally.Image {
 func (h *history) page(recs []streamtally.Record) {
 	for i := range recs {
 		h.seq++
-		r := streamtally.Record{Shard: "shard-0", SequenceNumber: strconv.FormatUint(h.seq, 10), Created: time.Now()}
+		r := streamtally.Record{Shard: "shard-0", SequenceNumber: streamtally.Seq(strconv.FormatUint(h.seq, 10)), Created: time.Now()}
 		p := h.rnd.IntN(10)
 		switch {
 		case p < 6 || len(h.items) < 100:
@@ -172,7 +171,7 @@ func (h *history) page(recs []streamtally.Record) {
 		case p < 9:
 			j := h.rnd.IntN(len(h.items))
 			old := h.items[j]
-			r.Event, r.Old, r.New = streamtally.Modify, old, h.image(old["pk"].(*types.AttributeValueMemberS).Value)
+			r.Event, r.Old, r.New = streamtally.Modify, old, h.image(old["pk"].(*streamtally.S).Value)
 			h.items[j] = r.New
 		default:
 			j := h.rnd.IntN(len(h.items))

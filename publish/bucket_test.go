@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally"
@@ -258,7 +257,7 @@ func TestSeriesMatchesTheFoldOfRandomHistory(t *testing.T) {
 		id := fmt.Sprintf("d%d", i%23)
 		img := item(id, []string{"Web", "Phone", "Kiosk"}[i%3], "", fmt.Sprintf("%d.%02d", i%17, i%100))
 		// Hours from 100 back to 0, in an order that jumps around.
-		img["t"] = &types.AttributeValueMemberS{Value: seriesNow.Add(-time.Duration((i*37)%100) * time.Hour).Format(time.RFC3339)}
+		img["t"] = &streamtally.S{Value: seriesNow.Add(-time.Duration((i*37)%100) * time.Hour).Format(time.RFC3339)}
 		old, had := table[id]
 		switch {
 		case had && i%7 == 0:
@@ -273,7 +272,7 @@ func TestSeriesMatchesTheFoldOfRandomHistory(t *testing.T) {
 		}
 	}
 	for i := range recs {
-		recs[i].Shard, recs[i].SequenceNumber = "s", fmt.Sprintf("%05d", i+1)
+		recs[i].Shard, recs[i].SequenceNumber = "s", streamtally.Seq(fmt.Sprintf("%05d", i+1))
 	}
 	for i := 0; i < len(recs); i += 40 {
 		if err := tally.HandleBatch(ctx, "s", "", recs[i:min(i+40, len(recs))]); err != nil {

@@ -132,7 +132,7 @@ func TestClusterStoreAcrossMasters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, v := range views {
-		if got[v.Name].Seq != fmt.Sprint(perView) {
+		if string(got[v.Name].Seq) != fmt.Sprint(perView) {
 			t.Errorf("fence of view %s = %+v, want %d", v.Name, got[v.Name], perView)
 		}
 	}

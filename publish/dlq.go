@@ -11,6 +11,7 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // DeadLetterKey is the stream that keeps the records views set aside as
@@ -61,7 +62,7 @@ func fields(l aggregate.Rejection, ts int64) []any {
 	return []any{
 		"view", l.View,
 		"shard", r.Shard,
-		"seq", r.SequenceNumber,
+		"seq", string(r.SequenceNumber),
 		"event", r.Event.String(),
 		"keys", imageJSON(r.Keys),
 		"reason", l.Reason.Kind,
@@ -100,7 +101,7 @@ func imagesJSON(r *streamtally.Record) string {
 // newer than this build) is kept as the reason why, so that the letter is
 // kept all the same.
 func imageJSON(img streamtally.Image) string {
-	b, err := streamtally.EncodeImage(img)
+	b, err := ddbjson.EncodeImage(img)
 	if err != nil {
 		q, _ := json.Marshal(map[string]string{"error": err.Error()})
 		return string(q)

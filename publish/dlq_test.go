@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // dlqBatch is one GetRecords page as DynamoDB Streams sends it: good
@@ -63,7 +64,7 @@ func (f *fixture) dlqTally(maxLen int64, views ...*aggregate.View) (*aggregate.T
 
 func decodeBatch(t *testing.T) []streamtally.Record {
 	t.Helper()
-	recs, _, err := streamtally.DecodeRecords([]byte(dlqBatch), "shard-9")
+	recs, _, err := ddbjson.DecodeRecords([]byte(dlqBatch), "shard-9")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestDeadLettersAreKeptOncePerBadRecordPerViewBesideExactCounters(t *testing
 	if err := json.Unmarshal([]byte(b["image"]), &img); err != nil || img.OldImage != nil {
 		t.Fatalf("image %s: %v", b["image"], err)
 	}
-	if back, err := streamtally.DecodeImage(img.NewImage); err != nil || !reflect.DeepEqual(back, recs[1].New) {
+	if back, err := ddbjson.DecodeImage(img.NewImage); err != nil || !reflect.DeepEqual(back, recs[1].New) {
 		t.Errorf("image does not decode to the record's new image: %s (%v)", img.NewImage, err)
 	}
 	if len(b) != 10 {
@@ -213,7 +214,7 @@ func TestAFailedXAddFailsTheBatchBeforeAnythingIsApplied(t *testing.T) {
 
 // letter is a rejection of a record with sequence number seq in view.
 func letter(view, seq string) aggregate.Rejection {
-	r := &streamtally.Record{Shard: "s", SequenceNumber: seq, Event: streamtally.Insert, Keys: streamtally.Image{"id": &stringAttr{Value: seq}}}
+	r := &streamtally.Record{Shard: "s", SequenceNumber: streamtally.Seq(seq), Event: streamtally.Insert, Keys: streamtally.Image{"id": &stringAttr{Value: seq}}}
 	return aggregate.Rejection{View: view, Record: r, Reason: aggregate.Reason{Kind: aggregate.BadSum, Text: "t"}}
 }
 

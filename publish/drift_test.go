@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 )
@@ -38,8 +36,8 @@ func TestMillionTenthsWithoutDrift(t *testing.T) {
 	for p, pn := range platforms {
 		for a, an := range amounts {
 			images[kind{p, a}] = streamtally.Image{
-				"platform": &types.AttributeValueMemberS{Value: pn},
-				"amount":   &types.AttributeValueMemberN{Value: an},
+				"platform": &streamtally.S{Value: pn},
+				"amount":   &streamtally.N{Value: an},
 			}
 		}
 	}
@@ -52,8 +50,8 @@ func TestMillionTenthsWithoutDrift(t *testing.T) {
 	anchorImages := make([]streamtally.Image, len(platforms))
 	for p, pn := range platforms {
 		anchorImages[p] = streamtally.Image{
-			"platform": &types.AttributeValueMemberS{Value: pn},
-			"amount":   &types.AttributeValueMemberN{Value: anchors[p]},
+			"platform": &streamtally.S{Value: pn},
+			"amount":   &streamtally.N{Value: anchors[p]},
 		}
 	}
 
@@ -89,7 +87,7 @@ func TestMillionTenthsWithoutDrift(t *testing.T) {
 			nk := kind{r.IntN(len(platforms)), records % 2}
 			rec := &recs[i]
 			seq++
-			*rec = streamtally.Record{Shard: "s", SequenceNumber: fmt.Sprint(seq)}
+			*rec = streamtally.Record{Shard: "s", SequenceNumber: streamtally.Seq(fmt.Sprint(seq))}
 			switch op := r.IntN(10); {
 			case b == 0 && i < len(platforms):
 				rec.Event, rec.New = streamtally.Insert, anchorImages[i]
@@ -108,7 +106,7 @@ func TestMillionTenthsWithoutDrift(t *testing.T) {
 			}
 			records++
 		}
-		d := v.Fold("s", fence, recs, func(rj aggregate.Rejection) { t.Fatalf("rejected: %+v", rj.Reason) })
+		d := v.Fold("s", streamtally.Seq(fence), recs, func(rj aggregate.Rejection) { t.Fatalf("rejected: %+v", rj.Reason) })
 		if d.Records != batchSize {
 			t.Fatalf("batch %d folded %d records, want %d", b, d.Records, batchSize)
 		}
@@ -117,7 +115,7 @@ func TestMillionTenthsWithoutDrift(t *testing.T) {
 			t.Fatalf("batch %d folded to nothing", b)
 		}
 		f.apply(d)
-		fence = d.Through
+		fence = string(d.Through)
 		if b%200 == 199 {
 			check()
 		}

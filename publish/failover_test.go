@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 )
 
@@ -79,9 +80,9 @@ func TestRedisLosingWritesWithTheirReaderNeverReissuesAVersion(t *testing.T) {
 			for i := 0; i < 9; i += 3 {
 				after := ""
 				if i > 0 {
-					after = recs[i-1].SequenceNumber
+					after = string(recs[i-1].SequenceNumber)
 				}
-				if err := first.HandleBatch(ctx, "shard-0", after, recs[i:i+3]); err != nil {
+				if err := first.HandleBatch(ctx, "shard-0", streamtally.Seq(after), recs[i:i+3]); err != nil {
 					t.Fatal(err)
 				}
 				if i == 3 {

@@ -15,7 +15,7 @@ func wantFenceMoved(t *testing.T, err error, current string) {
 	if !errors.As(err, &moved) {
 		t.Fatalf("Apply error = %v, want *aggregate.FenceMovedError", err)
 	}
-	if moved.Current != current {
+	if string(moved.Current) != current {
 		t.Fatalf("FenceMovedError.Current = %q, want %q", moved.Current, current)
 	}
 }
@@ -88,7 +88,7 @@ func TestFencesPerShardAndView(t *testing.T) {
 		seqs := map[string]string{}
 		for view, fence := range got {
 			if fence.Seq != "" {
-				seqs[view] = fence.Seq
+				seqs[view] = string(fence.Seq)
 			}
 		}
 		return seqs

@@ -119,7 +119,7 @@ func TestGroupRemovalThroughFold(t *testing.T) {
 		t.Helper()
 		for i := range recs {
 			seq++
-			recs[i].SequenceNumber = fmt.Sprint(seq)
+			recs[i].SequenceNumber = streamtally.Seq(fmt.Sprint(seq))
 			recs[i].Shard = "s"
 			r := recs[i]
 			if r.New != nil {

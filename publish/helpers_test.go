@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally"
@@ -129,7 +128,7 @@ type gd struct {
 }
 
 func mkDelta(v *aggregate.View, shard, after, through string, groups map[string]gd) *aggregate.Delta {
-	d := &aggregate.Delta{View: v, Shard: shard, After: after, Through: through, Records: 1, Groups: map[string]*aggregate.GroupDelta{}}
+	d := &aggregate.Delta{View: v, Shard: shard, After: streamtally.Seq(after), Through: streamtally.Seq(through), Records: 1, Groups: map[string]*aggregate.GroupDelta{}}
 	for g, x := range groups {
 		if len(x.sums) != v.SumCount() {
 			panic(fmt.Sprintf("group %s: %d sums for a view with %d", g, len(x.sums), v.SumCount()))
@@ -285,14 +284,14 @@ func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // item builds an image with the attributes the test views read.
 func item(id, platform, country, amount string) streamtally.Image {
 	return streamtally.Image{
-		"id":       &types.AttributeValueMemberS{Value: id},
-		"platform": &types.AttributeValueMemberS{Value: platform},
-		"country":  &types.AttributeValueMemberS{Value: country},
-		"amount":   &types.AttributeValueMemberN{Value: amount},
+		"id":       &streamtally.S{Value: id},
+		"platform": &streamtally.S{Value: platform},
+		"country":  &streamtally.S{Value: country},
+		"amount":   &streamtally.N{Value: amount},
 	}
 }
 
-type stringAttr = types.AttributeValueMemberS
+type stringAttr = streamtally.S
 
 func keyOf(img streamtally.Image) streamtally.Image {
 	return streamtally.Image{"id": img["id"]}
@@ -305,7 +304,7 @@ func scan(v *aggregate.View, items map[string]streamtally.Image, groupAttr strin
 	counts := map[string]int64{}
 	sums := map[string]map[string]*big.Rat{}
 	for _, it := range items {
-		g := it[groupAttr].(*types.AttributeValueMemberS).Value
+		g := it[groupAttr].(*streamtally.S).Value
 		counts[g]++
 		for _, m := range v.Measures {
 			if m.Kind != aggregate.Sum {
@@ -317,7 +316,7 @@ func scan(v *aggregate.View, items map[string]streamtally.Image, groupAttr strin
 			if sums[m.Name][g] == nil {
 				sums[m.Name][g] = new(big.Rat)
 			}
-			sums[m.Name][g].Add(sums[m.Name][g], mustRat(it[m.Attr].(*types.AttributeValueMemberN).Value))
+			sums[m.Name][g].Add(sums[m.Name][g], mustRat(it[m.Attr].(*streamtally.N).Value))
 		}
 	}
 	out := map[string]map[string]string{"_items": {}}

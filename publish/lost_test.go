@@ -115,7 +115,7 @@ func TestTallyMarksViewLostWhenItsKeysVanish(t *testing.T) {
 	batch := func(first int, imgs ...streamtally.Image) []streamtally.Record {
 		recs := make([]streamtally.Record, len(imgs))
 		for i, img := range imgs {
-			recs[i] = streamtally.Record{Shard: "A", SequenceNumber: fmt.Sprint(first + i), Event: streamtally.Insert, Keys: keyOf(img), New: img}
+			recs[i] = streamtally.Record{Shard: "A", SequenceNumber: streamtally.Seq(fmt.Sprint(first + i)), Event: streamtally.Insert, Keys: keyOf(img), New: img}
 		}
 		return recs
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 )
 
@@ -126,7 +127,7 @@ func (r *Redis) Fences(ctx context.Context, shard string) (map[string]aggregate.
 		seq, _ := vals[0].(string)
 		lost, _ := vals[1].(string)
 		epoch, _ := vals[2].(string)
-		out[v.Name] = aggregate.Fence{Seq: seq, Held: exists[i].Val() == 1, Lost: lost, Epoch: epoch}
+		out[v.Name] = aggregate.Fence{Seq: streamtally.Seq(seq), Held: exists[i].Val() == 1, Lost: lost, Epoch: epoch}
 	}
 	return out, nil
 }
@@ -178,7 +179,7 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	var args []any
 	if d.View.Bucketed() {
 		keys, args = r.bucketArgs(d, k, ts)
-		args = append([]any{fencePrefix + d.Shard, d.After, d.Through, ts, k.Channel(), head, mid, `,"buckets":{`, kinds.String(), r.publish, randomID(), bump}, args...)
+		args = append([]any{fencePrefix + d.Shard, string(d.After), string(d.Through), ts, k.Channel(), head, mid, `,"buckets":{`, kinds.String(), r.publish, randomID(), bump}, args...)
 	} else {
 		keys = make([]string, 0, 2+len(d.View.Measures))
 		keys = append(keys, k.Meta(), k.Items())
@@ -187,7 +188,7 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 		}
 		groups := sortedGroups(d.Groups)
 		args = make([]any, 0, 13+len(groups)*(2+d.View.SumCount()))
-		args = append(args, fencePrefix+d.Shard, d.After, d.Through, ts, k.Channel(), head, mid, message(d, groups, ts), kinds.String(), r.publish, randomID(), bump, "")
+		args = append(args, fencePrefix+d.Shard, string(d.After), string(d.Through), ts, k.Channel(), head, mid, message(d, groups, ts), kinds.String(), r.publish, randomID(), bump, "")
 		args = appendGroups(args, d.Groups, groups)
 	}
 	res, err := applyScript.Run(ctx, r.client, keys, args...).Slice()
@@ -207,7 +208,7 @@ func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	case 3:
 		return &aggregate.ViewHeldError{View: d.View.Name}
 	}
-	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: text}
+	return &aggregate.FenceMovedError{View: d.View.Name, Shard: d.Shard, Current: streamtally.Seq(text)}
 }
 
 // bucketArgs lays out a bucketed view's delta for the script, after the

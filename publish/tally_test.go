@@ -26,7 +26,7 @@ func tallyRecords() []streamtally.Record {
 			img = old
 		}
 		recs = append(recs, streamtally.Record{
-			Shard: "shard-0", SequenceNumber: strconv.Itoa(10 * (len(recs) + 1)),
+			Shard: "shard-0", SequenceNumber: streamtally.Seq(strconv.Itoa(10 * (len(recs) + 1))),
 			Event: ev, Keys: keyOf(img), Old: old, New: new,
 		})
 	}
@@ -128,7 +128,7 @@ func (s *recordingStore) Apply(ctx context.Context, d *aggregate.Delta) error {
 	var moved *aggregate.FenceMovedError
 	switch {
 	case errors.As(err, &moved):
-		res = "moved:" + moved.Current
+		res = string("moved:" + moved.Current)
 	case err != nil:
 		res = "error"
 	}

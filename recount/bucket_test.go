@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
@@ -26,7 +24,7 @@ func hourlyView(stream bool) *aggregate.View {
 
 func timed(id, platform, amount string, at time.Time) streamtally.Image {
 	i := img(id, platform, amount)
-	i["at"] = &types.AttributeValueMemberS{Value: at.UTC().Format(time.RFC3339)}
+	i["at"] = &streamtally.S{Value: at.UTC().Format(time.RFC3339)}
 	return i
 }
 

@@ -75,7 +75,7 @@ func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func
 	if err != nil {
 		return nil, nil, err
 	}
-	shards, err := consumer.ListShards(ctx, s.Streams, s.ARN)
+	shards, err := s.Stream.Shards(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -103,7 +103,7 @@ func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func
 				continue
 			}
 			f := m.Fences[sh.ID]
-			if first || streamtally.SeqLess(f, p) {
+			if first || streamtally.Seq(f).Less(streamtally.Seq(p)) {
 				p, first = f, false
 			}
 		}
@@ -113,14 +113,14 @@ func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func
 }
 
 // maxSeq returns the later of two sequence numbers, "" being the earliest.
+// The recount keeps positions as the lease table writes them, where a
+// checkpoint may also be consumer.ShardEnd, so they are strings here.
 func maxSeq(a, b string) string {
-	if a == "" || (b != "" && streamtally.SeqLess(a, b)) {
+	if seqAfter(b, a) {
 		return b
 	}
 	return a
 }
 
-// seqAfter reports whether a comes after b, "" being before everything.
-func seqAfter(a, b string) bool {
-	return a != "" && (b == "" || streamtally.SeqLess(b, a))
-}
+// seqAfter is streamtally.Seq.After for positions kept as strings.
+func seqAfter(a, b string) bool { return streamtally.Seq(a).After(streamtally.Seq(b)) }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/publish"
@@ -269,7 +270,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 		final[id] = f
 		recs := c.tail.through(id, f)
 		folded += len(recs)
-		merge(catch, v, cells(v.Fold(id, sh.from, recs, nil)), changed)
+		merge(catch, v, cells(v.Fold(id, streamtally.Seq(sh.from), recs, nil)), changed)
 	}
 	patch := map[string]*aggregate.GroupDelta{}
 	for g := range changed {

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/publish"
@@ -34,14 +35,20 @@ type Leases interface {
 	List(ctx context.Context) (map[string]consumer.Lease, map[string]bool, error)
 }
 
+// Stream is the table's change stream; ddbstreams.Stream implements it.
+type Stream interface {
+	Shards(ctx context.Context) ([]streamtally.Shard, error)
+	Iterator(ctx context.Context, shard string, p streamtally.Position) (string, error)
+	Read(ctx context.Context, shard, iter string, limit int) (streamtally.Page, error)
+}
+
 // Source is what a recount reads and writes.
 type Source struct {
-	DDB     *dynamodb.Client // the table
-	Table   string
-	Streams consumer.Streams
-	ARN     string
-	Leases  Leases // nil when there is no lease table
-	Store   *publish.Redis
+	DDB    *dynamodb.Client // the table
+	Table  string
+	Stream Stream
+	Leases Leases // nil when there is no lease table
+	Store  *publish.Redis
 	// Progress receives one line at a time about what the recount does;
 	// nil discards them.
 	Progress io.Writer

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // scanTable reads every item of the table with a parallel Scan and hands
@@ -83,7 +84,7 @@ func (s *Source) scanTable(ctx context.Context, keys []string, o Options, add fu
 					return
 				}
 				for _, it := range out.Items {
-					img := streamtally.ItemImage(it)
+					img := ddbjson.FromItem(it)
 					k, ok := itemKey(keys, img)
 					if !ok {
 						errs <- fmt.Errorf("scan %s: an item without a readable key", s.Table)

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 )
@@ -20,17 +18,17 @@ func itemKey(names []string, img streamtally.Image) (string, bool) {
 	for _, n := range names {
 		b.WriteString(n)
 		switch v := img[n].(type) {
-		case *types.AttributeValueMemberS:
+		case *streamtally.S:
 			b.WriteString("=S:")
 			b.WriteString(v.Value)
-		case *types.AttributeValueMemberN:
+		case *streamtally.N:
 			d, err := aggregate.ParseNumber(v.Value)
 			if err != nil {
 				return "", false
 			}
 			b.WriteString("=N:")
 			b.WriteString(d.String())
-		case *types.AttributeValueMemberB:
+		case *streamtally.B:
 			b.WriteString("=B:")
 			b.WriteString(base64.StdEncoding.EncodeToString(v.Value))
 		default:

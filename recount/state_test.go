@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
@@ -18,9 +16,9 @@ var testKeys = []string{"id"}
 
 func img(id, platform, amount string) streamtally.Image {
 	return streamtally.Image{
-		"id":       &types.AttributeValueMemberS{Value: id},
-		"platform": &types.AttributeValueMemberS{Value: platform},
-		"amount":   &types.AttributeValueMemberN{Value: amount},
+		"id":       &streamtally.S{Value: id},
+		"platform": &streamtally.S{Value: platform},
+		"amount":   &streamtally.N{Value: amount},
 	}
 }
 
@@ -134,7 +132,7 @@ func TestStateAtCutTakesTheFirstRecordsOldImageOverTheScan(t *testing.T) {
 				if k == nil {
 					k = r.new
 				}
-				s.recs = append(s.recs, streamtally.Record{Shard: r.shard, SequenceNumber: fmt.Sprint(seq), Event: r.event, Keys: keysOf(k), Old: r.old, New: r.new})
+				s.recs = append(s.recs, streamtally.Record{Shard: r.shard, SequenceNumber: streamtally.Seq(fmt.Sprint(seq)), Event: r.event, Keys: keysOf(k), Old: r.old, New: r.new})
 			}
 			first, err := tl.first(testKeys)
 			if err != nil {
@@ -159,15 +157,15 @@ func TestStateAtCutTakesTheFirstRecordsOldImageOverTheScan(t *testing.T) {
 
 func TestItemKeyIsTheSameForEqualKeysAndDistinctOtherwise(t *testing.T) {
 	names := []string{"pk", "sk"}
-	k := func(pk, sk types.AttributeValue) string {
-		s, ok := itemKey(names, streamtally.Image{"pk": pk, "sk": sk, "other": &types.AttributeValueMemberS{Value: "x"}})
+	k := func(pk, sk streamtally.Value) string {
+		s, ok := itemKey(names, streamtally.Image{"pk": pk, "sk": sk, "other": &streamtally.S{Value: "x"}})
 		if !ok {
 			t.Fatal("no key")
 		}
 		return s
 	}
-	S := func(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
-	N := func(s string) types.AttributeValue { return &types.AttributeValueMemberN{Value: s} }
+	S := func(s string) streamtally.Value { return &streamtally.S{Value: s} }
+	N := func(s string) streamtally.Value { return &streamtally.N{Value: s} }
 	if k(S("a"), N("10.50")) != k(S("a"), N("10.5")) {
 		t.Error("equal numbers give different keys")
 	}

@@ -7,16 +7,17 @@ import (
 	"sort"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/internal/retry"
 )
 
-// pageLimit is the most records GetRecords returns.
+// pageLimit is the most records one read returns.
 const pageLimit = 1000
+
+// readAttempts is how often a read of a shard is tried before the recount
+// gives up: a recount that cannot read the stream is run again.
+const readAttempts = 5
 
 // emptyPages is how many empty pages in a row say a shard is read to its
 // tip: DynamoDB Streams can answer empty pages before records that exist.
@@ -37,9 +38,9 @@ type tail struct {
 
 type tailShard struct {
 	id, parent string
-	from       string  // last record before the cut
-	iter       *string // nil: ask for one after last (or from)
-	last       string  // last sequence number read
+	from       string // last record before the cut
+	iter       string // "": ask for one after last (or from)
+	last       string // last sequence number read
 	recs       []streamtally.Record
 	ended      bool // read to its end, or gone from the stream
 	empties    int  // empty pages in a row
@@ -105,7 +106,7 @@ func (t *tail) listShards(ctx context.Context) error {
 	if !t.listed.IsZero() && time.Since(t.listed) < listEvery {
 		return nil
 	}
-	list, err := consumer.ListShards(ctx, t.src.Streams, t.src.ARN)
+	list, err := t.src.Stream.Shards(ctx)
 	if err != nil {
 		return err
 	}
@@ -124,82 +125,78 @@ func (t *tail) listShards(ctx context.Context) error {
 // when s was last seen at its tip.
 func (t *tail) readShard(ctx context.Context, s *tailShard) error {
 	for attempt := 0; ; {
-		if s.iter == nil {
-			in := &dynamodbstreams.GetShardIteratorInput{StreamArn: aws.String(t.src.ARN), ShardId: aws.String(s.id)}
-			if after := maxSeq(s.from, s.last); after != "" {
-				in.ShardIteratorType, in.SequenceNumber = types.ShardIteratorTypeAfterSequenceNumber, aws.String(after)
-			} else {
-				in.ShardIteratorType = types.ShardIteratorTypeTrimHorizon
-			}
-			out, err := t.src.Streams.GetShardIterator(ctx, in)
-			var gone *types.ResourceNotFoundException
-			var trimmed *types.TrimmedDataAccessException
+		after := maxSeq(s.from, s.last)
+		if s.iter == "" {
+			iter, err := t.src.Stream.Iterator(ctx, s.id, streamtally.Position{After: streamtally.Seq(after)})
 			switch {
-			case errors.As(err, &gone):
+			case errors.Is(err, streamtally.ErrShardGone):
 				s.ended = true
 				return nil
-			case errors.As(err, &trimmed):
-				return fmt.Errorf("shard %s: records after the cut (%q) were trimmed from the stream before they were read; run again", s.id, maxSeq(s.from, s.last))
+			case errors.Is(err, streamtally.ErrTrimmed):
+				return fmt.Errorf("shard %s: records after the cut (%q) were trimmed from the stream before they were read; run again", s.id, after)
 			case err != nil:
-				if attempt++; attempt > 5 || ctx.Err() != nil {
-					return fmt.Errorf("get shard iterator of shard %s: %w", s.id, err)
+				if attempt++; attempt > readAttempts || ctx.Err() != nil {
+					return err
 				}
-				sleep(ctx, time.Duration(attempt)*200*time.Millisecond)
+				if retry.Wait(ctx, attempt) != nil {
+					return ctx.Err()
+				}
 				continue
-			case out.ShardIterator == nil:
+			case iter == "":
 				s.ended = true
 				return nil
 			}
-			s.iter = out.ShardIterator
+			s.iter = iter
 		}
 		start := time.Now()
-		out, err := t.src.Streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: s.iter, Limit: aws.Int32(pageLimit)})
-		var expired *types.ExpiredIteratorException
-		var trimmed *types.TrimmedDataAccessException
+		page, err := t.src.Stream.Read(ctx, s.id, s.iter, pageLimit)
 		switch {
-		case errors.As(err, &expired):
-			s.iter = nil
+		case errors.Is(err, streamtally.ErrIteratorExpired):
+			s.iter = ""
 			continue
-		case errors.As(err, &trimmed) && maxSeq(s.from, s.last) == "" && attempt < 5:
+		case errors.Is(err, streamtally.ErrTrimmed) && after == "" && attempt < readAttempts:
 			// Reading from the trim horizon, nothing can be lost before
 			// the first record read: DynamoDB Local answers this to a
 			// TRIM_HORIZON iterator of a young stream now and then.
 			attempt++
-			s.iter = nil
-			sleep(ctx, time.Duration(attempt)*200*time.Millisecond)
-			continue
-		case errors.As(err, &trimmed):
-			return fmt.Errorf("shard %s: records after %q were trimmed from the stream before they were read; run again", s.id, maxSeq(s.from, s.last))
-		case err != nil:
-			if attempt++; attempt > 5 || ctx.Err() != nil {
-				return fmt.Errorf("get records of shard %s: %w", s.id, err)
+			s.iter = ""
+			if retry.Wait(ctx, attempt) != nil {
+				return ctx.Err()
 			}
-			sleep(ctx, time.Duration(attempt)*200*time.Millisecond)
+			continue
+		case errors.Is(err, streamtally.ErrTrimmed):
+			return fmt.Errorf("shard %s: records after %q were trimmed from the stream before they were read; run again", s.id, after)
+		case err != nil:
+			if attempt++; attempt > readAttempts || ctx.Err() != nil {
+				return err
+			}
+			if retry.Wait(ctx, attempt) != nil {
+				return ctx.Err()
+			}
 			continue
 		}
 		attempt = 0
-		recs := consumer.ToRecords(s.id, out.Records)
-		for _, r := range recs {
+		for _, r := range page.Records {
 			// An iterator after s.last never returns s.last again, but
 			// keep the list strictly growing whatever happens.
-			if seqAfter(r.SequenceNumber, maxSeq(s.from, s.last)) {
+			if seqAfter(string(r.SequenceNumber), maxSeq(s.from, s.last)) {
 				s.recs = append(s.recs, r)
-				s.last = r.SequenceNumber
+				s.last = string(r.SequenceNumber)
 				t.read++
 			}
 		}
-		s.iter = out.NextShardIterator
-		if s.iter == nil {
+		s.iter = page.Next
+		if s.iter == "" {
 			s.ended = true
 			return nil
 		}
-		if len(recs) == 0 {
+		if len(page.Records) == 0 {
 			s.empties++
 		} else {
 			s.empties = 0
 		}
-		if len(recs) < pageLimit {
-			if len(recs) > 0 || s.empties >= emptyPages {
+		if len(page.Records) < pageLimit {
+			if len(page.Records) > 0 || s.empties >= emptyPages {
 				s.caughtAt = start
 			}
 			return nil
@@ -228,7 +225,7 @@ func (t *tail) follow(ctx context.Context, scanEnd <-chan time.Time, settle time
 		if all && !since.IsZero() && !time.Now().Before(since) {
 			return nil
 		}
-		if !sleep(ctx, t.poll) {
+		if !retry.Sleep(ctx, t.poll) {
 			return ctx.Err()
 		}
 	}
@@ -256,7 +253,7 @@ func (t *tail) readThrough(ctx context.Context, target map[string]string) error 
 		if done {
 			return nil
 		}
-		if !sleep(ctx, t.poll) {
+		if !retry.Sleep(ctx, t.poll) {
 			return ctx.Err()
 		}
 	}
@@ -300,18 +297,6 @@ func (t *tail) through(shard, seq string) []streamtally.Record {
 	if s == nil || seq == "" {
 		return nil
 	}
-	n := sort.Search(len(s.recs), func(i int) bool { return seqAfter(s.recs[i].SequenceNumber, seq) })
+	n := sort.Search(len(s.recs), func(i int) bool { return seqAfter(string(s.recs[i].SequenceNumber), seq) })
 	return s.recs[:n]
-}
-
-// sleep waits d; false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

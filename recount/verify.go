@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/publish"
 )
@@ -112,7 +113,7 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 		changed := map[string]bool{}
 		merge(want, v, c.states[i], changed)
 		for id, f := range target {
-			merge(want, v, cells(v.Fold(id, c.tail.shards[id].from, c.tail.through(id, f), nil)), changed)
+			merge(want, v, cells(v.Fold(id, streamtally.Seq(c.tail.shards[id].from), c.tail.through(id, f), nil)), changed)
 		}
 		if v.Bucketed() {
 			res.Groups, res.Drift = compareBuckets(v, want, series, now)

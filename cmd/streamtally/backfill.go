@@ -9,9 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/consumer"
@@ -109,8 +106,7 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 	s := &recount.Source{
 		DDB:      src.table,
 		Table:    table,
-		Streams:  src.streams,
-		ARN:      src.arn,
+		Stream:   src.stream,
 		Leases:   consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log),
 		Store:    publish.NewRedis(rdb, cfg.Redis.Prefix, aggregate.NewViews(cfg.Views)),
 		Progress: stderr,
@@ -123,11 +119,7 @@ func sourceTable(ctx context.Context, cfg *config.Config, src *source) (string, 
 	if cfg.Source.Table != "" {
 		return cfg.Source.Table, nil
 	}
-	out, err := src.streams.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: aws.String(src.arn), Limit: aws.Int32(1)})
-	if err != nil {
-		return "", fmt.Errorf("describe stream %s: %w", src.arn, err)
-	}
-	return aws.ToString(out.StreamDescription.TableName), nil
+	return src.stream.Table(ctx)
 }
 
 func cmdBackfill(ctx context.Context, args []string, stdout io.Writer) error {

@@ -421,7 +421,7 @@ func (e *env) redisAheadOfCheckpoint() bool {
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			if cp == "" || streamtally.SeqLess(cp, fence) {
+			if cp == "" || streamtally.Seq(cp).Less(streamtally.Seq(fence)) {
 				return true
 			}
 		}

@@ -10,9 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 	"github.com/streamtally/streamtally/publish"
 )
 
@@ -97,7 +97,7 @@ func writeDLQTable(w io.Writer, key string, letters []publish.DeadLetter, limit 
 // keysText shows an item's key as attribute=value pairs, or as it was
 // stored if that is not an image.
 func keysText(raw json.RawMessage) string {
-	img, err := streamtally.DecodeImage(raw)
+	img, err := ddbjson.DecodeImage(raw)
 	if err != nil || img == nil {
 		return string(raw)
 	}

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
-
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 	"github.com/streamtally/streamtally/internal/loadgen"
 	"github.com/streamtally/streamtally/publish"
 )
@@ -68,11 +67,11 @@ func TestDLQListsTheBadRecordsLoadgenWrote(t *testing.T) {
 		var out []string
 		for _, l := range letters {
 			if l.View == view {
-				img, err := streamtally.DecodeImage(l.Keys)
+				img, err := ddbjson.DecodeImage(l.Keys)
 				if err != nil {
 					t.Fatalf("keys %s: %v", l.Keys, err)
 				}
-				out = append(out, img["email"].(*types.AttributeValueMemberS).Value)
+				out = append(out, img["email"].(*streamtally.S).Value)
 			}
 		}
 		slices.Sort(out)

@@ -21,7 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally/config"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
 const usage = `usage: streamtally <command> [flags]
@@ -104,7 +104,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "streamtally: %v\n", err)
 	var cfgErr *config.Error
-	var streamErr *consumer.StreamError
+	var streamErr *ddbstreams.StreamError
 	var usageErr usageError
 	if errors.As(err, &cfgErr) || errors.As(err, &streamErr) || errors.As(err, &usageErr) {
 		return exitConfig

@@ -25,6 +25,7 @@ import (
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/metrics"
 	"github.com/streamtally/streamtally/publish"
+	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
 func loadConfig(name string, args []string, extra func(*flag.FlagSet)) (*config.Config, error) {
@@ -54,8 +55,6 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	streams, arn := src.streams, src.arn
-
 	rdb, err := newRedis(cfg)
 	if err != nil {
 		return err
@@ -77,7 +76,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError(fmt.Sprintf("checkpoint.table %s%s: cannot create or open the lease table: %v",
 			cfg.Checkpoint.Table, at(cfg.Checkpoint.Endpoint), err))
 	}
-	worker := consumer.NewWorker(streams, arn, leases, tally, consumer.Options{
+	worker := consumer.NewWorker(src.stream, leases, tally, consumer.Options{
 		WorkerID:      cfg.Checkpoint.WorkerID,
 		StartLatest:   cfg.Source.Start == config.StartLatest,
 		PollInterval:  cfg.Source.PollInterval,
@@ -112,7 +111,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 		}()
 	}
 
-	log.Info("starting", "stream", arn, "lease_table", cfg.Checkpoint.Table, "worker", cfg.Checkpoint.WorkerID,
+	log.Info("starting", "stream", src.stream.ARN(), "lease_table", cfg.Checkpoint.Table, "worker", cfg.Checkpoint.WorkerID,
 		"redis", cfg.Redis.Addr, "redis_cluster", cfg.Redis.Cluster, "redis_tls", cfg.Redis.TLS, "prefix", cfg.Redis.Prefix, "views", len(views))
 	start := time.Now()
 	if err := worker.Run(ctx); err != nil {
@@ -128,8 +127,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 // source is the AWS side of a configuration: the stream, ready to read,
 // and the lease table's client.
 type source struct {
-	streams *dynamodbstreams.Client
-	arn     string
+	stream  *ddbstreams.Stream
 	leaseDB *dynamodb.Client
 	table   *dynamodb.Client // the source table's client
 }
@@ -141,13 +139,14 @@ func openSource(ctx context.Context, cfg *config.Config) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
+	api := dynamodbstreams.NewFromConfig(c, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint))
 	s := &source{
-		streams: dynamodbstreams.NewFromConfig(c, endpoint[dynamodbstreams.Options](cfg.Source.Endpoint)),
 		leaseDB: dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Checkpoint.Endpoint)),
+		table:   dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint)),
 	}
-	s.table = dynamodb.NewFromConfig(c, endpoint[dynamodb.Options](cfg.Source.Endpoint))
-	if s.arn, err = consumer.ResolveStream(ctx, s.table, s.streams, cfg.Source.Table, cfg.Source.StreamARN); err != nil {
-		var wrong *consumer.StreamError
+	arn, err := ddbstreams.Resolve(ctx, s.table, api, cfg.Source.Table, cfg.Source.StreamARN)
+	if err != nil {
+		var wrong *ddbstreams.StreamError
 		if errors.As(err, &wrong) || ctx.Err() != nil {
 			return nil, err
 		}
@@ -155,6 +154,7 @@ func openSource(ctx context.Context, cfg *config.Config) (*source, error) {
 		// fix to the configuration or its surroundings, not a retry.
 		return nil, usageError(fmt.Sprintf("source.table %s%s: %v", cfg.Source.Table, at(cfg.Source.Endpoint), err))
 	}
+	s.stream = ddbstreams.New(api, arn)
 	return s, nil
 }
 

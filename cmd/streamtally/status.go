@@ -36,7 +36,7 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID,
 		cfg.Checkpoint.LeaseDuration, slog.New(slog.DiscardHandler))
 	now := time.Now()
-	shards, workers, err := consumer.Status(ctx, src.streams, src.arn, leases, now)
+	shards, workers, err := consumer.Status(ctx, src.stream, leases, now)
 	if errors.Is(err, consumer.ErrNoLeaseTable) {
 		return fmt.Errorf("no lease table %s: no streamtally worker has run with checkpoint.app %s", cfg.Checkpoint.Table, cfg.Checkpoint.App)
 	}
@@ -50,7 +50,7 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	slices.Sort(live)
 	if asJSON {
-		err = writeStatusJSON(stdout, src.arn, cfg.Checkpoint.Table, now, shards, live)
+		err = writeStatusJSON(stdout, src.stream.ARN(), cfg.Checkpoint.Table, now, shards, live)
 	} else {
 		err = writeStatusTable(stdout, now, shards, live)
 	}

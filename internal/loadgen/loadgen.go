@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // Platforms donations come from. The last one holds the characters the
@@ -246,7 +247,7 @@ func Scan(ctx context.Context, ddb *dynamodb.Client, table string) ([]streamtall
 			return nil, fmt.Errorf("scan %s: %w", table, err)
 		}
 		for _, it := range page.Items {
-			out = append(out, streamtally.ItemImage(it))
+			out = append(out, ddbjson.FromItem(it))
 		}
 	}
 	return out, nil

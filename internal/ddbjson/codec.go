@@ -1,4 +1,4 @@
-package streamtally
+package ddbjson
 
 import (
 	"encoding/base64"
@@ -11,7 +11,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/streamtally/streamtally"
 )
 
 // This file reads and writes DynamoDB JSON, the wire format of DynamoDB
@@ -72,20 +72,11 @@ func atIndex(err error, i int) error {
 	return within(err, "["+strconv.Itoa(i)+"]")
 }
 
-// Malformed is set by DecodeRecords on a record whose Keys, OldImage or
-// NewImage is not valid DynamoDB JSON, or whose eventName is unknown. The
-// parts that could not be decoded are nil. One such record must not fail
-// a whole batch: the fold sets it aside and reading goes on.
-type Malformed struct {
-	Err error  // the first problem found
-	Raw []byte // the whole record as it arrived
-}
-
 // DecodeImage decodes one image: an object of attribute values, or null.
-func DecodeImage(data []byte) (Image, error) {
+func DecodeImage(data []byte) (streamtally.Image, error) {
 	d := newDecoder(data)
 	d.ws()
-	var img Image
+	var img streamtally.Image
 	var err error
 	if d.literalNext("null") {
 		err = d.literal("null")
@@ -104,15 +95,15 @@ func DecodeImage(data []byte) (Image, error) {
 // DecodeRecord decodes one stream record (an element of GetRecords'
 // "Records") read from shard. Anything malformed, including an unknown
 // eventName, is an error.
-func DecodeRecord(data []byte, shard string) (Record, error) {
+func DecodeRecord(data []byte, shard string) (streamtally.Record, error) {
 	d := newDecoder(data)
-	var r Record
+	var r streamtally.Record
 	err := d.record(&r, shard, false)
 	if err == nil {
 		err = d.end()
 	}
 	if err != nil {
-		return Record{}, err
+		return streamtally.Record{}, err
 	}
 	return r, nil
 }
@@ -128,7 +119,7 @@ func DecodeRecord(data []byte, shard string) (Record, error) {
 //
 // Strings in the records share one copy of body: keeping any of them keeps
 // that copy alive.
-func DecodeRecords(body []byte, shard string) (recs []Record, next string, err error) {
+func DecodeRecords(body []byte, shard string) (recs []streamtally.Record, next string, err error) {
 	d := newDecoder(body)
 	d.ws()
 	if d.literalNext("null") {
@@ -145,7 +136,7 @@ func DecodeRecords(body []byte, shard string) (recs []Record, next string, err e
 				return d.literal("null")
 			}
 			return within(d.array(func(i int) error {
-				recs = append(recs, Record{})
+				recs = append(recs, streamtally.Record{})
 				return atIndex(d.record(&recs[len(recs)-1], shard, true), i)
 			}), "Records")
 		case "NextShardIterator":
@@ -176,22 +167,22 @@ type decoder struct {
 	pos   int
 	depth int
 
-	scratch []byte                 // for strings with escapes
-	avs     []types.AttributeValue // stack of list elements being read
-	strs    []string               // stack of set elements being read
-	blobs   [][]byte               // stack of binary set elements being read
-	bytes   []byte                 // block that binary values are cut from
+	scratch []byte              // for strings with escapes
+	avs     []streamtally.Value // stack of list elements being read
+	strs    []string            // stack of set elements being read
+	blobs   [][]byte            // stack of binary set elements being read
+	bytes   []byte              // block that binary values are cut from
 
-	sv    slab[types.AttributeValueMemberS]
-	nv    slab[types.AttributeValueMemberN]
-	bv    slab[types.AttributeValueMemberB]
-	boolv slab[types.AttributeValueMemberBOOL]
-	nullv slab[types.AttributeValueMemberNULL]
-	ssv   slab[types.AttributeValueMemberSS]
-	nsv   slab[types.AttributeValueMemberNS]
-	bsv   slab[types.AttributeValueMemberBS]
-	lv    slab[types.AttributeValueMemberL]
-	mv    slab[types.AttributeValueMemberM]
+	sv    slab[streamtally.S]
+	nv    slab[streamtally.N]
+	bv    slab[streamtally.B]
+	boolv slab[streamtally.Bool]
+	nullv slab[streamtally.Null]
+	ssv   slab[streamtally.SS]
+	nsv   slab[streamtally.NS]
+	bsv   slab[streamtally.BS]
+	lv    slab[streamtally.L]
+	mv    slab[streamtally.M]
 }
 
 func newDecoder(b []byte) *decoder { return &decoder{b: b, s: string(b)} }
@@ -586,7 +577,7 @@ func (d *decoder) skip() error {
 
 // record reads one stream record into r. With isolate, problems in the
 // images or the event name mark the record Malformed instead of failing.
-func (d *decoder) record(r *Record, shard string, isolate bool) error {
+func (d *decoder) record(r *streamtally.Record, shard string, isolate bool) error {
 	d.ws()
 	start := d.pos
 	r.Shard = shard
@@ -618,11 +609,11 @@ func (d *decoder) record(r *Record, shard string, isolate bool) error {
 	}
 	switch eventName {
 	case "INSERT":
-		r.Event = Insert
+		r.Event = streamtally.Insert
 	case "MODIFY":
-		r.Event = Modify
+		r.Event = streamtally.Modify
 	case "REMOVE":
-		r.Event = Remove
+		r.Event = streamtally.Remove
 	default:
 		e := &DecodeError{Offset: start, Path: "eventName", Msg: fmt.Sprintf("unknown event %q", eventName)}
 		if !isolate {
@@ -633,7 +624,7 @@ func (d *decoder) record(r *Record, shard string, isolate bool) error {
 		}
 	}
 	if bad != nil {
-		r.Malformed = &Malformed{Err: bad, Raw: []byte(d.s[start:d.pos])}
+		r.Malformed = &streamtally.Malformed{Err: bad, Raw: []byte(d.s[start:d.pos])}
 	}
 	return nil
 }
@@ -641,9 +632,9 @@ func (d *decoder) record(r *Record, shard string, isolate bool) error {
 // streamRecord reads the "dynamodb" member of a record. An image that
 // cannot be decoded fails the record, or with isolate is left nil and
 // reported in *bad while reading goes on.
-func (d *decoder) streamRecord(r *Record, isolate bool, bad *error) error {
+func (d *decoder) streamRecord(r *streamtally.Record, isolate bool, bad *error) error {
 	var seen uint8
-	readImage := func(bit uint8, name string, dst *Image) error {
+	readImage := func(bit uint8, name string, dst *streamtally.Image) error {
 		if !d.once(&seen, bit) {
 			return d.fail("%s appears twice", name)
 		}
@@ -690,7 +681,7 @@ func (d *decoder) streamRecord(r *Record, isolate bool, bad *error) error {
 			if !isDigits(seq) {
 				return within(d.fail("sequence number %q is not a decimal number", seq), key)
 			}
-			r.SequenceNumber = seq
+			r.SequenceNumber = streamtally.Seq(seq)
 			return nil
 		case "ApproximateCreationDateTime":
 			if !d.once(&seen, 16) {
@@ -782,11 +773,11 @@ func epochMillis(num string) (int64, bool) {
 }
 
 // image reads an object of attribute values.
-func (d *decoder) image() (Image, error) {
-	var img Image
+func (d *decoder) image() (streamtally.Image, error) {
+	var img streamtally.Image
 	err := d.object(func(name string) error {
 		if img == nil {
-			img = Image{}
+			img = streamtally.Image{}
 		} else if _, dup := img[name]; dup {
 			return within(d.fail("attribute appears twice"), name)
 		}
@@ -801,13 +792,13 @@ func (d *decoder) image() (Image, error) {
 		return nil, err
 	}
 	if img == nil {
-		img = Image{}
+		img = streamtally.Image{}
 	}
 	return img, nil
 }
 
 // value reads one attribute value: an object with exactly one type key.
-func (d *decoder) value() (types.AttributeValue, error) {
+func (d *decoder) value() (streamtally.Value, error) {
 	if d.depth >= maxDepth {
 		return nil, d.fail("nested more than %d levels", maxDepth)
 	}
@@ -817,7 +808,7 @@ func (d *decoder) value() (types.AttributeValue, error) {
 		return nil, d.fail("want an attribute value object, got %s", d.kind())
 	}
 	start := d.pos
-	var out types.AttributeValue
+	var out streamtally.Value
 	var tag string
 	err := d.object(func(key string) error {
 		if out != nil {
@@ -838,7 +829,7 @@ func (d *decoder) value() (types.AttributeValue, error) {
 	return out, nil
 }
 
-func (d *decoder) typed(tag string) (types.AttributeValue, error) {
+func (d *decoder) typed(tag string) (streamtally.Value, error) {
 	switch tag {
 	case "S":
 		s, err := d.str()
@@ -917,7 +908,7 @@ func (d *decoder) typed(tag string) (types.AttributeValue, error) {
 			d.avs = append(d.avs, av)
 			return atIndex(err, i)
 		})
-		l := make([]types.AttributeValue, len(d.avs)-mark)
+		l := make([]streamtally.Value, len(d.avs)-mark)
 		copy(l, d.avs[mark:])
 		clear(d.avs[mark:])
 		d.avs = d.avs[:mark]
@@ -989,19 +980,19 @@ func (d *decoder) blob() ([]byte, error) {
 // AppendImage appends img as DynamoDB JSON to dst, attributes sorted by
 // name so that equal images encode equally. Invalid UTF-8 in names and
 // strings becomes U+FFFD; JSON cannot carry it.
-func AppendImage(dst []byte, img Image) ([]byte, error) {
+func AppendImage(dst []byte, img streamtally.Image) ([]byte, error) {
 	return appendImage(dst, img, 0)
 }
 
 // EncodeImage returns img as DynamoDB JSON; a nil image is null.
-func EncodeImage(img Image) ([]byte, error) {
+func EncodeImage(img streamtally.Image) ([]byte, error) {
 	if img == nil {
 		return []byte("null"), nil
 	}
 	return AppendImage(nil, img)
 }
 
-func appendImage(dst []byte, img Image, depth int) ([]byte, error) {
+func appendImage(dst []byte, img streamtally.Image, depth int) ([]byte, error) {
 	names := make([]string, 0, len(img))
 	for k := range img {
 		names = append(names, k)
@@ -1022,45 +1013,45 @@ func appendImage(dst []byte, img Image, depth int) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-func appendValue(dst []byte, av types.AttributeValue, depth int) ([]byte, error) {
+func appendValue(dst []byte, av streamtally.Value, depth int) ([]byte, error) {
 	if depth >= maxDepth {
 		return nil, fmt.Errorf("nested more than %d levels", maxDepth)
 	}
 	var err error
 	switch v := av.(type) {
-	case *types.AttributeValueMemberS:
+	case *streamtally.S:
 		if v != nil {
 			dst = append(dst, `{"S":`...)
 			return append(appendString(dst, v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberN:
+	case *streamtally.N:
 		if v != nil {
 			dst = append(dst, `{"N":`...)
 			return append(appendString(dst, v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberB:
+	case *streamtally.B:
 		if v != nil {
 			dst = append(dst, `{"B":"`...)
 			dst = base64.StdEncoding.AppendEncode(dst, v.Value)
 			return append(dst, `"}`...), nil
 		}
-	case *types.AttributeValueMemberBOOL:
+	case *streamtally.Bool:
 		if v != nil {
 			return append(strconv.AppendBool(append(dst, `{"BOOL":`...), v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberNULL:
+	case *streamtally.Null:
 		if v != nil {
 			return append(strconv.AppendBool(append(dst, `{"NULL":`...), v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberSS:
+	case *streamtally.SS:
 		if v != nil {
 			return append(appendStrings(append(dst, `{"SS":`...), v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberNS:
+	case *streamtally.NS:
 		if v != nil {
 			return append(appendStrings(append(dst, `{"NS":`...), v.Value), '}'), nil
 		}
-	case *types.AttributeValueMemberBS:
+	case *streamtally.BS:
 		if v != nil {
 			dst = append(dst, `{"BS":[`...)
 			for i, b := range v.Value {
@@ -1073,7 +1064,7 @@ func appendValue(dst []byte, av types.AttributeValue, depth int) ([]byte, error)
 			}
 			return append(dst, "]}"...), nil
 		}
-	case *types.AttributeValueMemberL:
+	case *streamtally.L:
 		if v != nil {
 			dst = append(dst, `{"L":[`...)
 			for i, e := range v.Value {
@@ -1086,7 +1077,7 @@ func appendValue(dst []byte, av types.AttributeValue, depth int) ([]byte, error)
 			}
 			return append(dst, "]}"...), nil
 		}
-	case *types.AttributeValueMemberM:
+	case *streamtally.M:
 		if v != nil {
 			dst = append(dst, `{"M":`...)
 			if dst, err = appendImage(dst, v.Value, depth+1); err != nil {
@@ -1159,16 +1150,16 @@ func appendString(dst []byte, s string) []byte {
 // AppendRecord appends r as a stream record in DynamoDB JSON to dst. The
 // shard is not part of a record's JSON; the creation time is written in
 // milliseconds, as DynamoDB Streams carries it.
-func AppendRecord(dst []byte, r *Record) ([]byte, error) {
+func AppendRecord(dst []byte, r *streamtally.Record) ([]byte, error) {
 	if r.Malformed != nil {
 		return nil, errors.New("encode record: it is malformed; its Raw holds it as it arrived")
 	}
 	switch r.Event {
-	case Insert, Modify, Remove:
+	case streamtally.Insert, streamtally.Modify, streamtally.Remove:
 	default:
 		return nil, fmt.Errorf("encode record: unknown event %d", r.Event)
 	}
-	if !isDigits(r.SequenceNumber) {
+	if !isDigits(string(r.SequenceNumber)) {
 		return nil, fmt.Errorf("encode record: sequence number %q is not a decimal number", r.SequenceNumber)
 	}
 	dst = append(dst, `{"eventName":"`...)
@@ -1191,7 +1182,7 @@ func AppendRecord(dst []byte, r *Record) ([]byte, error) {
 	}
 	for _, part := range []struct {
 		name string
-		img  Image
+		img  streamtally.Image
 	}{{"Keys", r.Keys}, {"NewImage", r.New}, {"OldImage", r.Old}} {
 		if part.img == nil {
 			continue
@@ -1206,9 +1197,9 @@ func AppendRecord(dst []byte, r *Record) ([]byte, error) {
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"SequenceNumber":`...)
-	dst = appendString(dst, r.SequenceNumber)
+	dst = appendString(dst, string(r.SequenceNumber))
 	return append(dst, "}}"...), nil
 }
 
 // EncodeRecord returns r as a stream record in DynamoDB JSON.
-func EncodeRecord(r *Record) ([]byte, error) { return AppendRecord(nil, r) }
+func EncodeRecord(r *streamtally.Record) ([]byte, error) { return AppendRecord(nil, r) }

@@ -1,18 +1,26 @@
-package consumer_test
+package ddbstreams_test
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
 	"testing"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
-func TestResolveStream(t *testing.T) {
+func TestResolveFindsTheTablesStreamAndRefusesOneWithoutBothImages(t *testing.T) {
 	t.Parallel()
 	ddb := newDynamo(t)
 	streams := dynamodbstreams.NewFromConfig(awsConfig(t), func(o *dynamodbstreams.Options) {
@@ -57,29 +65,54 @@ func TestResolveStream(t *testing.T) {
 					t.Fatalf("disable stream: %v", err)
 				}
 			}
-			arn, err := consumer.ResolveStream(t.Context(), ddb, streams, table, "")
-			var streamErr *consumer.StreamError
+			arn, err := ddbstreams.Resolve(t.Context(), ddb, streams, table, "")
+			var streamErr *ddbstreams.StreamError
 			if tc.wantError {
 				if !errors.As(err, &streamErr) {
-					t.Fatalf("ResolveStream = %q, %v; want a *StreamError", arn, err)
+					t.Fatalf("Resolve = %q, %v; want a *StreamError", arn, err)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("ResolveStream: %v", err)
+				t.Fatalf("Resolve: %v", err)
 			}
 			out, err := ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(table)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if want := aws.ToString(out.Table.LatestStreamArn); arn != want {
-				t.Errorf("ResolveStream = %q, want the table's stream %q", arn, want)
+				t.Errorf("Resolve = %q, want the table's stream %q", arn, want)
 			}
 			// Given the ARN, it checks that stream instead of looking
 			// the table up.
-			if got, err := consumer.ResolveStream(t.Context(), ddb, streams, "no-such-table", arn); err != nil || got != arn {
-				t.Errorf("ResolveStream by ARN = %q, %v; want %q", got, err, arn)
+			if got, err := ddbstreams.Resolve(t.Context(), ddb, streams, "no-such-table", arn); err != nil || got != arn {
+				t.Errorf("Resolve by ARN = %q, %v; want %q", got, err, arn)
 			}
 		})
 	}
+}
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func awsConfig(t *testing.T) aws.Config {
+	t.Helper()
+	cfg, err := awsconfig.LoadDefaultConfig(t.Context(),
+		awsconfig.WithRegion("us-east-1"),
+		awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("x", "x", "")))
+	if err != nil {
+		t.Fatalf("load AWS config: %v", err)
+	}
+	return cfg
+}
+
+func newDynamo(t *testing.T) *dynamodb.Client {
+	t.Helper()
+	endpoint := testenv.DynamoDB(t)
+	return dynamodb.NewFromConfig(awsConfig(t), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
+
+func tableName(t *testing.T) string {
+	return fmt.Sprintf("%s-%08x", unsafeName.ReplaceAllString(t.Name(), "_"), rand.Uint32())
 }

@@ -1,4 +1,4 @@
-package streamtally
+package ddbjson
 
 import (
 	"bytes"
@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
+	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/internal/testenv"
 )
 
@@ -204,7 +205,7 @@ func TestCaptureFromDynamoDBLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	var bodies [][]byte
-	events := map[Event]int{}
+	events := map[streamtally.Event]int{}
 	for _, sh := range stream.StreamDescription.Shards {
 		it, err := streams.GetShardIterator(ctx, &dynamodbstreams.GetShardIteratorInput{
 			StreamArn: desc.Table.LatestStreamArn, ShardId: sh.ShardId, ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
@@ -227,7 +228,7 @@ func TestCaptureFromDynamoDBLocal(t *testing.T) {
 			if err != nil {
 				t.Fatalf("DecodeRecords of what DynamoDB Local sent: %v", err)
 			}
-			want := fromSDK(aws.ToString(sh.ShardId), out.Records)
+			want := FromStream(aws.ToString(sh.ShardId), out.Records)
 			if next != aws.ToString(out.NextShardIterator) || len(got) != len(want) {
 				t.Fatalf("next %q with %d records; the SDK read next %q with %d", next, len(got), aws.ToString(out.NextShardIterator), len(want))
 			}
@@ -244,7 +245,7 @@ func TestCaptureFromDynamoDBLocal(t *testing.T) {
 		}
 	}
 	wantRecords := len(captureItems()) + 5 + 2
-	if n := events[Insert] + events[Modify] + events[Remove]; n != wantRecords || events[Modify] != 5 || events[Remove] != 2 {
+	if n := events[streamtally.Insert] + events[streamtally.Modify] + events[streamtally.Remove]; n != wantRecords || events[streamtally.Modify] != 5 || events[streamtally.Remove] != 2 {
 		t.Fatalf("read %v records, want %d: %d inserts, 5 modifies, 2 removes", events, wantRecords, len(captureItems()))
 	}
 	t.Logf("%d GetRecords bodies, %v records, all decoded as the SDK does", len(bodies), events)
@@ -256,7 +257,7 @@ func TestCaptureFromDynamoDBLocal(t *testing.T) {
 // writeCapture keeps the bodies as test data, and each record, plus a
 // body of three, as fuzz seeds.
 func writeCapture(t *testing.T, bodies [][]byte) {
-	dirs := []string{"testdata/getrecords", "testdata/fuzz/FuzzDecodeRecord", "aggregate/testdata/fuzz/FuzzFold"}
+	dirs := []string{"testdata/getrecords", "testdata/fuzz/FuzzDecodeRecord", "../../aggregate/testdata/fuzz/FuzzFold"}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

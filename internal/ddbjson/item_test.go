@@ -1,11 +1,11 @@
-package streamtally
+package ddbjson
 
 import (
 	"reflect"
 	"testing"
 
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/streamtally/streamtally"
 )
 
 func TestItemImageKeepsEveryAttributeType(t *testing.T) {
@@ -26,24 +26,24 @@ func TestItemImageKeepsEveryAttributeType(t *testing.T) {
 			"country": &ddbtypes.AttributeValueMemberS{Value: "DE"},
 		}},
 	}
-	want := Image{
-		"s":    &types.AttributeValueMemberS{Value: "Web"},
-		"n":    &types.AttributeValueMemberN{Value: "10.50"},
-		"b":    &types.AttributeValueMemberB{Value: []byte{1, 2}},
-		"bool": &types.AttributeValueMemberBOOL{Value: true},
-		"null": &types.AttributeValueMemberNULL{Value: true},
-		"ss":   &types.AttributeValueMemberSS{Value: []string{"a", "b"}},
-		"ns":   &types.AttributeValueMemberNS{Value: []string{"1", "2"}},
-		"bs":   &types.AttributeValueMemberBS{Value: [][]byte{{3}}},
-		"l": &types.AttributeValueMemberL{Value: []types.AttributeValue{
-			&types.AttributeValueMemberS{Value: "x"},
-			&types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"y": &types.AttributeValueMemberN{Value: "1"}}},
+	want := streamtally.Image{
+		"s":    &streamtally.S{Value: "Web"},
+		"n":    &streamtally.N{Value: "10.50"},
+		"b":    &streamtally.B{Value: []byte{1, 2}},
+		"bool": &streamtally.Bool{Value: true},
+		"null": &streamtally.Null{Value: true},
+		"ss":   &streamtally.SS{Value: []string{"a", "b"}},
+		"ns":   &streamtally.NS{Value: []string{"1", "2"}},
+		"bs":   &streamtally.BS{Value: [][]byte{{3}}},
+		"l": &streamtally.L{Value: []streamtally.Value{
+			&streamtally.S{Value: "x"},
+			&streamtally.M{Value: map[string]streamtally.Value{"y": &streamtally.N{Value: "1"}}},
 		}},
-		"m": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
-			"country": &types.AttributeValueMemberS{Value: "DE"},
+		"m": &streamtally.M{Value: map[string]streamtally.Value{
+			"country": &streamtally.S{Value: "DE"},
 		}},
 	}
-	if got := ItemImage(item); !reflect.DeepEqual(got, want) {
+	if got := FromItem(item); !reflect.DeepEqual(got, want) {
 		t.Errorf("ItemImage = %#v\nwant %#v", got, want)
 	}
 }

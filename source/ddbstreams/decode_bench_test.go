@@ -1,4 +1,4 @@
-package consumer
+package ddbstreams
 
 import (
 	"bytes"
@@ -12,16 +12,15 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // BenchmarkReadPage is the reader's decode step as it runs: a GetRecords
 // call through the SDK's client, whose response (a page of 1000 records
 // served from memory) ends up as the fold's input. BenchmarkReadPageSDK is
-// the same through the SDK's deserializer and toRecords, as the reader did
-// before.
+// the same through the SDK's deserializer and ddbjson.FromStream.
 func BenchmarkReadPage(b *testing.B) { benchReadPage(b, true) }
 
 func BenchmarkReadPageSDK(b *testing.B) { benchReadPage(b, false) }
@@ -49,7 +48,7 @@ func benchReadPage(b *testing.B, fast bool) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			recs = toRecords("shard", out.Records)
+			recs = ddbjson.FromStream("shard", out.Records)
 		}
 		if len(recs) != 1000 {
 			b.Fatalf("%d records", len(recs))
@@ -82,7 +81,7 @@ func (c canned) Do(*http.Request) (*http.Response, error) {
 // a quarter updates, a quarter deletes.
 func pageBody(tb testing.TB, n int) []byte {
 	tb.Helper()
-	s := func(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+	s := func(v string) streamtally.Value { return &streamtally.S{Value: v} }
 	var b bytes.Buffer
 	b.WriteString(`{"NextShardIterator":"arn:aws:dynamodb:eu-west-1:123456789012:table/Donations/stream/2024-01-01T00:00:00.000|1|AAAAAAAAAAHfHLt5","Records":[`)
 	platforms := []string{"Web", "Phone", "Facebook", "Mail"}
@@ -90,9 +89,9 @@ func pageBody(tb testing.TB, n int) []byte {
 		key := streamtally.Image{"email": s(fmt.Sprintf("donor%d@example.org", i)), "donatedAt": s("2019-08-07T07:26:56")}
 		img := func(p, amount string) streamtally.Image {
 			return streamtally.Image{"email": key["email"], "donatedAt": key["donatedAt"], "platform": s(p),
-				"amount": &types.AttributeValueMemberN{Value: amount}}
+				"amount": &streamtally.N{Value: amount}}
 		}
-		r := streamtally.Record{SequenceNumber: fmt.Sprintf("4%020d", i), Keys: key, Created: time.Unix(1_700_000_000+int64(i), 0)}
+		r := streamtally.Record{SequenceNumber: streamtally.Seq(fmt.Sprintf("4%020d", i)), Keys: key, Created: time.Unix(1_700_000_000+int64(i), 0)}
 		switch i % 4 {
 		case 0, 1:
 			r.Event, r.New = streamtally.Insert, img(platforms[i%4], fmt.Sprintf("%d.%02d", i, i%100))
@@ -101,7 +100,7 @@ func pageBody(tb testing.TB, n int) []byte {
 		case 3:
 			r.Event, r.Old = streamtally.Remove, img(platforms[i%4], "99.99")
 		}
-		enc, err := streamtally.EncodeRecord(&r)
+		enc, err := ddbjson.EncodeRecord(&r)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package consumer
+package ddbstreams
 
 import (
 	"bytes"
@@ -13,11 +13,12 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/internal/ddbjson"
 )
 
 // The SDK's deserializer turns a GetRecords page into typed attribute
 // values through its generic schema machinery, which costs about twice the
-// time and eight times the allocations of streamtally.DecodeRecords, and
+// time and eight times the allocations of ddbjson.DecodeRecords, and
 // then toRecords copies the result once more. It also fails the whole call
 // on one record it cannot read (an attribute type it does not know), which
 // would stall the shard. So the reader asks the client to hand it the raw
@@ -27,8 +28,8 @@ import (
 // iterator to read. Errors (non-2xx answers) pass through untouched, so the
 // SDK still turns them into its typed exceptions.
 //
-// A Streams implementation that is not the SDK's client never runs the
-// middleware; the reader then converts the SDK records it returns.
+// An API implementation that is not the SDK's client never runs the
+// middleware; Read then converts the SDK records it returns.
 
 // decodedPage receives one decoded GetRecords page.
 type decodedPage struct {
@@ -53,7 +54,7 @@ func fastDecode(o *dynamodbstreams.Options) {
 
 type pageDecoder struct{}
 
-func (pageDecoder) ID() string { return "streamtally.DecodeRecords" }
+func (pageDecoder) ID() string { return "ddbjson.DecodeRecords" }
 
 func (pageDecoder) HandleDeserialize(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (
 	middleware.DeserializeOutput, middleware.Metadata, error,
@@ -73,7 +74,7 @@ func (pageDecoder) HandleDeserialize(ctx context.Context, in middleware.Deserial
 	if err != nil {
 		return out, md, fmt.Errorf("read GetRecords response: %w", err)
 	}
-	recs, nextIter, err := streamtally.DecodeRecords(body, page.shard)
+	recs, nextIter, err := ddbjson.DecodeRecords(body, page.shard)
 	if err != nil {
 		return out, md, fmt.Errorf("decode GetRecords response: %w", err)
 	}

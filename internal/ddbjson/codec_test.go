@@ -1,4 +1,4 @@
-package streamtally
+package ddbjson
 
 import (
 	"bytes"
@@ -17,16 +17,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/streamtally/streamtally"
 )
 
-func attrS(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
-func attrN(v string) types.AttributeValue { return &types.AttributeValueMemberN{Value: v} }
+func attrS(v string) streamtally.Value { return &streamtally.S{Value: v} }
+func attrN(v string) streamtally.Value { return &streamtally.N{Value: v} }
 
 // everyType is an image with every attribute type, nested, and strings
 // that need escaping.
-func everyType() Image {
-	return Image{
+func everyType() streamtally.Image {
+	return streamtally.Image{
 		"s":       attrS("Web"),
 		"empty":   attrS(""),
 		"escapes": attrS("\"quoted\" back\\slash\n\t\r\x01\x1f / </script> \u2028"),
@@ -34,28 +34,28 @@ func everyType() Image {
 		"pipe":    attrS(`Pipe|Back\slash`),
 		"n":       attrN("-12.50"),
 		"big":     attrN("9.9999999999999999999999999999999999999E+125"),
-		"b":       &types.AttributeValueMemberB{Value: []byte{0, 1, 2, 0xfe, 0xff}},
-		"bEmpty":  &types.AttributeValueMemberB{Value: []byte{}},
-		"t":       &types.AttributeValueMemberBOOL{Value: true},
-		"f":       &types.AttributeValueMemberBOOL{Value: false},
-		"null":    &types.AttributeValueMemberNULL{Value: true},
-		"ss":      &types.AttributeValueMemberSS{Value: []string{"a", "b|c"}},
-		"ns":      &types.AttributeValueMemberNS{Value: []string{"1", "2.5", "-3E-7"}},
-		"bs":      &types.AttributeValueMemberBS{Value: [][]byte{{1}, {2, 3}, {}}},
-		"l": &types.AttributeValueMemberL{Value: []types.AttributeValue{
-			attrS("x"), attrN("1"), &types.AttributeValueMemberL{Value: []types.AttributeValue{}},
-			&types.AttributeValueMemberM{Value: Image{"k": attrS("v")}},
+		"b":       &streamtally.B{Value: []byte{0, 1, 2, 0xfe, 0xff}},
+		"bEmpty":  &streamtally.B{Value: []byte{}},
+		"t":       &streamtally.Bool{Value: true},
+		"f":       &streamtally.Bool{Value: false},
+		"null":    &streamtally.Null{Value: true},
+		"ss":      &streamtally.SS{Value: []string{"a", "b|c"}},
+		"ns":      &streamtally.NS{Value: []string{"1", "2.5", "-3E-7"}},
+		"bs":      &streamtally.BS{Value: [][]byte{{1}, {2, 3}, {}}},
+		"l": &streamtally.L{Value: []streamtally.Value{
+			attrS("x"), attrN("1"), &streamtally.L{Value: []streamtally.Value{}},
+			&streamtally.M{Value: streamtally.Image{"k": attrS("v")}},
 		}},
-		"m": &types.AttributeValueMemberM{Value: Image{
+		"m": &streamtally.M{Value: streamtally.Image{
 			"country": attrS("DE"),
-			"deeper":  &types.AttributeValueMemberM{Value: Image{"score": attrN("7"), "none": &types.AttributeValueMemberM{Value: Image{}}}},
+			"deeper":  &streamtally.M{Value: streamtally.Image{"score": attrN("7"), "none": &streamtally.M{Value: streamtally.Image{}}}},
 		}},
 		"": attrS("an empty attribute name"),
 	}
 }
 
 // equalRecords compares records field by field; times by instant.
-func equalRecords(a, b Record) bool {
+func equalRecords(a, b streamtally.Record) bool {
 	if a.Shard != b.Shard || a.SequenceNumber != b.SequenceNumber || a.Event != b.Event || !a.Created.Equal(b.Created) {
 		return false
 	}
@@ -72,12 +72,12 @@ func TestRecordRoundTripsThroughDynamoDBJSON(t *testing.T) {
 	created := time.UnixMilli(1_700_000_000_123).UTC()
 	cases := []struct {
 		name string
-		r    Record
+		r    streamtally.Record
 	}{
-		{"insert with every type", Record{Event: Insert, SequenceNumber: "000000000000000000001", Keys: Image{"pk": attrS("a")}, New: everyType(), Created: created}},
-		{"modify", Record{Event: Modify, SequenceNumber: "42", Keys: Image{"pk": attrS("a")}, Old: Image{"pk": attrS("a"), "n": attrN("1")}, New: Image{"pk": attrS("a"), "n": attrN("2")}, Created: created}},
-		{"remove", Record{Event: Remove, SequenceNumber: "43", Keys: Image{"pk": attrS("a")}, Old: Image{"pk": attrS("a")}, Created: time.Unix(1_700_000_000, 0).UTC()}},
-		{"no creation time and empty images", Record{Event: Insert, SequenceNumber: "7", Keys: Image{}, New: Image{}}},
+		{"insert with every type", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "000000000000000000001", Keys: streamtally.Image{"pk": attrS("a")}, New: everyType(), Created: created}},
+		{"modify", streamtally.Record{Event: streamtally.Modify, SequenceNumber: "42", Keys: streamtally.Image{"pk": attrS("a")}, Old: streamtally.Image{"pk": attrS("a"), "n": attrN("1")}, New: streamtally.Image{"pk": attrS("a"), "n": attrN("2")}, Created: created}},
+		{"remove", streamtally.Record{Event: streamtally.Remove, SequenceNumber: "43", Keys: streamtally.Image{"pk": attrS("a")}, Old: streamtally.Image{"pk": attrS("a")}, Created: time.Unix(1_700_000_000, 0).UTC()}},
+		{"no creation time and empty images", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "7", Keys: streamtally.Image{}, New: streamtally.Image{}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -120,7 +120,7 @@ func TestDecodeAgreesWithEncodingJSON(t *testing.T) {
 			t.Errorf("%s: %v", lit, err)
 			continue
 		}
-		if got := img["a"].(*types.AttributeValueMemberS).Value; got != want {
+		if got := img["a"].(*streamtally.S).Value; got != want {
 			t.Errorf("%s decoded to %q, encoding/json says %q", lit, got, want)
 		}
 	}
@@ -234,14 +234,14 @@ func TestDecodeRecordsSetsAsideMalformedRecordsAndReadsOn(t *testing.T) {
 	if next != "next-it" || len(recs) != 3 {
 		t.Fatalf("next %q, %d records; want next-it, 3", next, len(recs))
 	}
-	if recs[0].Malformed != nil || recs[0].Event != Insert || recs[0].New["pk"] == nil || recs[0].Created.Unix() != 1_700_000_000 {
+	if recs[0].Malformed != nil || recs[0].Event != streamtally.Insert || recs[0].New["pk"] == nil || recs[0].Created.Unix() != 1_700_000_000 {
 		t.Errorf("good record: %+v", recs[0])
 	}
 	r := recs[1]
 	if r.Malformed == nil {
 		t.Fatal("a record with an unknown attribute type was not marked malformed")
 	}
-	if r.SequenceNumber != "200" || r.Shard != "shard-7" || r.Event != Modify || r.New != nil || r.Old["n"] == nil || r.Keys["pk"] == nil {
+	if r.SequenceNumber != "200" || r.Shard != "shard-7" || r.Event != streamtally.Modify || r.New != nil || r.Old["n"] == nil || r.Keys["pk"] == nil {
 		t.Errorf("malformed record lost what could be read: %+v", r)
 	}
 	if !strings.Contains(r.Malformed.Err.Error(), "NewImage.n") || string(r.Malformed.Raw) != bad {
@@ -273,22 +273,21 @@ func TestDecodeRecordsFailsTheBodyOnlyWhenItCannotBeRead(t *testing.T) {
 func TestEncodeRefusesWhatDynamoDBJSONCannotSay(t *testing.T) {
 	cases := []struct {
 		name string
-		r    Record
+		r    streamtally.Record
 	}{
-		{"unknown event", Record{SequenceNumber: "1"}},
-		{"no sequence number", Record{Event: Insert}},
-		{"nil attribute", Record{Event: Insert, SequenceNumber: "1", New: Image{"a": nil}}},
-		{"nil member", Record{Event: Insert, SequenceNumber: "1", New: Image{"a": (*types.AttributeValueMemberS)(nil)}}},
-		{"unknown member", Record{Event: Insert, SequenceNumber: "1", New: Image{"a": &types.UnknownUnionMember{Tag: "X"}}}},
-		{"malformed", Record{Event: Insert, SequenceNumber: "1", Malformed: &Malformed{Raw: []byte(`{}`)}}},
-		{"before 1970", Record{Event: Insert, SequenceNumber: "1", Created: time.Unix(-5, 0)}},
+		{"unknown event", streamtally.Record{SequenceNumber: "1"}},
+		{"no sequence number", streamtally.Record{Event: streamtally.Insert}},
+		{"nil attribute", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "1", New: streamtally.Image{"a": nil}}},
+		{"nil member", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "1", New: streamtally.Image{"a": (*streamtally.S)(nil)}}},
+		{"malformed", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "1", Malformed: &streamtally.Malformed{Raw: []byte(`{}`)}}},
+		{"before 1970", streamtally.Record{Event: streamtally.Insert, SequenceNumber: "1", Created: time.Unix(-5, 0)}},
 	}
 	for _, c := range cases {
 		if _, err := EncodeRecord(&c.r); err == nil {
 			t.Errorf("%s: encoded", c.name)
 		}
 	}
-	if b, err := EncodeImage(Image{"x": attrS("a\xffb")}); err != nil || string(b) != `{"x":{"S":"a\ufffdb"}}` {
+	if b, err := EncodeImage(streamtally.Image{"x": attrS("a\xffb")}); err != nil || string(b) != `{"x":{"S":"a\ufffdb"}}` {
 		t.Errorf("invalid UTF-8 encodes as %s (%v), want U+FFFD", b, err)
 	}
 }
@@ -297,10 +296,10 @@ func TestEncodeRefusesWhatDynamoDBJSONCannotSay(t *testing.T) {
 // panic, and whatever they accept must encode to JSON that decodes to the
 // same record again.
 func FuzzDecodeRecord(f *testing.F) {
-	for _, r := range []Record{
-		{Event: Insert, SequenceNumber: "1", Keys: Image{"pk": attrS("a")}, New: everyType(), Created: time.Unix(1_700_000_000, 0)},
-		{Event: Modify, SequenceNumber: "2", Old: Image{"platform": attrS("Web"), "amount": attrN("5")}, New: Image{"platform": attrS("Phone"), "amount": attrN("7.5")}},
-		{Event: Remove, SequenceNumber: "3", Old: Image{"platform": attrS("Web"), "amount": attrN("5")}},
+	for _, r := range []streamtally.Record{
+		{Event: streamtally.Insert, SequenceNumber: "1", Keys: streamtally.Image{"pk": attrS("a")}, New: everyType(), Created: time.Unix(1_700_000_000, 0)},
+		{Event: streamtally.Modify, SequenceNumber: "2", Old: streamtally.Image{"platform": attrS("Web"), "amount": attrN("5")}, New: streamtally.Image{"platform": attrS("Phone"), "amount": attrN("7.5")}},
+		{Event: streamtally.Remove, SequenceNumber: "3", Old: streamtally.Image{"platform": attrS("Web"), "amount": attrN("5")}},
 	} {
 		b, err := EncodeRecord(&r)
 		if err != nil {
@@ -329,7 +328,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-func roundTrip(t *testing.T, r Record) {
+func roundTrip(t *testing.T, r streamtally.Record) {
 	t.Helper()
 	b, err := EncodeRecord(&r)
 	if err != nil {
@@ -372,29 +371,13 @@ func sdkClient(h dynamodbstreams.HTTPClient) *dynamodbstreams.Client {
 	})
 }
 
-// fromSDK converts the SDK's records the way the consumer does.
-func fromSDK(shard string, in []types.Record) []Record {
-	out := make([]Record, len(in))
-	for i, r := range in {
-		out[i] = Record{Shard: shard, Event: map[types.OperationType]Event{
-			types.OperationTypeInsert: Insert, types.OperationTypeModify: Modify, types.OperationTypeRemove: Remove,
-		}[r.EventName]}
-		if d := r.Dynamodb; d != nil {
-			out[i].SequenceNumber = aws.ToString(d.SequenceNumber)
-			out[i].Keys, out[i].Old, out[i].New = d.Keys, d.OldImage, d.NewImage
-			out[i].Created = aws.ToTime(d.ApproximateCreationDateTime)
-		}
-	}
-	return out
-}
-
-func sdkDecode(tb testing.TB, body []byte, shard string) ([]Record, string) {
+func sdkDecode(tb testing.TB, body []byte, shard string) ([]streamtally.Record, string) {
 	tb.Helper()
 	out, err := sdkClient(cannedResponse(body)).GetRecords(context.Background(), &dynamodbstreams.GetRecordsInput{ShardIterator: aws.String("it")})
 	if err != nil {
 		tb.Fatalf("SDK: %v", err)
 	}
-	return fromSDK(shard, out.Records), aws.ToString(out.NextShardIterator)
+	return FromStream(shard, out.Records), aws.ToString(out.NextShardIterator)
 }
 
 // checkAgreesWithSDK decodes body both ways and compares every record.
@@ -449,25 +432,25 @@ func syntheticBody(tb testing.TB, n int) []byte {
 	b.WriteString(`{"NextShardIterator":"arn:aws:dynamodb:eu-west-1:123456789012:table/Donations/stream/2024-01-01T00:00:00.000|1|AAAAAAAAAAHfHLt5","Records":[`)
 	platforms := []string{"Web", "Phone", "Facebook", "Mail", `Pipe|Back\slash`}
 	for i := 0; i < n; i++ {
-		key := Image{"email": attrS(fmt.Sprintf("donor%d@example.org", i)), "donatedAt": attrS("2019-08-07T07:26:56")}
-		img := func(p string, amount string) Image {
-			m := Image{"platform": attrS(p), "amount": attrN(amount),
-				"address": &types.AttributeValueMemberM{Value: Image{"country": attrS("DE"), "city": attrS("Zürich")}},
-				"tags":    &types.AttributeValueMemberSS{Value: []string{"monthly", "gift"}},
-				"anon":    &types.AttributeValueMemberBOOL{Value: i%3 == 0}}
+		key := streamtally.Image{"email": attrS(fmt.Sprintf("donor%d@example.org", i)), "donatedAt": attrS("2019-08-07T07:26:56")}
+		img := func(p string, amount string) streamtally.Image {
+			m := streamtally.Image{"platform": attrS(p), "amount": attrN(amount),
+				"address": &streamtally.M{Value: streamtally.Image{"country": attrS("DE"), "city": attrS("Zürich")}},
+				"tags":    &streamtally.SS{Value: []string{"monthly", "gift"}},
+				"anon":    &streamtally.Bool{Value: i%3 == 0}}
 			for k, v := range key {
 				m[k] = v
 			}
 			return m
 		}
-		r := Record{SequenceNumber: fmt.Sprintf("4%020d", i), Keys: key, Created: time.Unix(1_700_000_000+int64(i), 0)}
+		r := streamtally.Record{SequenceNumber: streamtally.Seq(fmt.Sprintf("4%020d", i)), Keys: key, Created: time.Unix(1_700_000_000+int64(i), 0)}
 		switch i % 4 {
 		case 0, 1:
-			r.Event, r.New = Insert, img(platforms[i%5], fmt.Sprintf("%d.%02d", i, i%100))
+			r.Event, r.New = streamtally.Insert, img(platforms[i%5], fmt.Sprintf("%d.%02d", i, i%100))
 		case 2:
-			r.Event, r.Old, r.New = Modify, img(platforms[i%5], "10.5"), img(platforms[(i+1)%5], "10.5")
+			r.Event, r.Old, r.New = streamtally.Modify, img(platforms[i%5], "10.5"), img(platforms[(i+1)%5], "10.5")
 		case 3:
-			r.Event, r.Old = Remove, img(platforms[i%5], "99999999999999999999999999999999999999")
+			r.Event, r.Old = streamtally.Remove, img(platforms[i%5], "99999999999999999999999999999999999999")
 		}
 		enc, err := EncodeRecord(&r)
 		if err != nil {
@@ -516,7 +499,7 @@ func BenchmarkDecodeRecordsSDK(b *testing.B) {
 }
 
 func BenchmarkEncodeRecord(b *testing.B) {
-	r := Record{Event: Modify, SequenceNumber: "400000000000000000001", Keys: Image{"pk": attrS("a")}, Old: everyType(), New: everyType(), Created: time.Unix(1_700_000_000, 0)}
+	r := streamtally.Record{Event: streamtally.Modify, SequenceNumber: "400000000000000000001", Keys: streamtally.Image{"pk": attrS("a")}, Old: everyType(), New: everyType(), Created: time.Unix(1_700_000_000, 0)}
 	b.ReportAllocs()
 	var buf []byte
 	for b.Loop() {
