@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/config"
 )
 
 // bucketing is a compiled bucket definition.
@@ -29,15 +28,15 @@ var (
 // 1e11 ms in 1973.
 var epochMSFrom = big.NewRat(100_000_000_000, 1)
 
-func compileBucket(b *config.Bucket) *bucketing {
+func compileBucket(b *BucketSpec) *bucketing {
 	if b == nil {
 		return nil
 	}
-	bk := &bucketing{sizeMS: b.SizeDur.Milliseconds(), retentionMS: b.RetentionDur.Milliseconds(), attr: b.Time}
+	bk := &bucketing{sizeMS: b.Size.Milliseconds(), retentionMS: b.Retention.Milliseconds(), attr: b.Time}
 	if bk.retentionMS == 0 {
 		bk.retentionMS = 1 // config allows sub-millisecond retentions; keep them positive
 	}
-	if b.Time != config.StreamTime {
+	if b.Time != StreamTime {
 		bk.time = strings.Split(b.Time, ".")
 	}
 	return bk

@@ -5,19 +5,20 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/config"
 )
 
-func opS(s string) config.Operand { return config.Operand{Type: "S", Text: s} }
-func opN(s string) config.Operand { return config.Operand{Type: "N", Text: s} }
-func opB(b bool) config.Operand   { return config.Operand{Type: "BOOL", Text: fmt.Sprint(b)} }
+func opS(s string) Operand { return Operand{Type: "S", Text: s} }
+func opN(s string) Operand { return Operand{Type: "N", Text: s} }
+func opB(b bool) Operand   { return Operand{Type: "BOOL", Text: fmt.Sprint(b)} }
 
-func cond(attr, op string, ops ...config.Operand) config.Condition {
-	return config.Condition{Attr: attr, Op: op, Operands: ops}
+func cond(attr, op string, ops ...Operand) Condition {
+	return Condition{Attr: attr, Op: op, Operands: ops}
 }
 
 func TestFilterSemantics(t *testing.T) {
@@ -33,44 +34,44 @@ func TestFilterSemantics(t *testing.T) {
 	}
 	cases := []struct {
 		name string
-		c    config.Condition
+		c    Condition
 		want bool
 	}{
-		{"string equal", cond("status", config.OpEq, opS("paid")), true},
-		{"string not equal", cond("status", config.OpEq, opS("Paid")), false},
-		{"number equal at another scale", cond("amount", config.OpEq, opN("10.5")), true},
-		{"number equal with exponent", cond("amount", config.OpEq, opN("1.05E+1")), true},
-		{"number is not its string", cond("amount", config.OpEq, opS("10.50")), false},
-		{"string is not a number", cond("code", config.OpEq, opN("10")), false},
-		{"bool equal", cond("vip", config.OpEq, opB(true)), true},
-		{"bool not equal", cond("vip", config.OpEq, opB(false)), false},
-		{"ne on another value", cond("status", config.OpNe, opS("refunded")), true},
-		{"ne on the same value", cond("status", config.OpNe, opS("paid")), false},
-		{"ne on another type holds", cond("amount", config.OpNe, opS("paid")), true},
-		{"ne on a missing attribute fails", cond("gone", config.OpNe, opS("paid")), false},
-		{"in hits", cond("status", config.OpIn, opS("new"), opS("paid")), true},
-		{"in misses", cond("status", config.OpIn, opS("new"), opS("void")), false},
-		{"in of mixed types", cond("amount", config.OpIn, opS("10.5"), opN("10.500")), true},
-		{"exists true", cond("status", config.OpExists), false}, // Exists set below
-		{"gt exact decimal", cond("amount", config.OpGt, opN("10.49999999999999999999999999")), true},
-		{"gt equal fails", cond("amount", config.OpGt, opN("10.5")), false},
-		{"gte equal holds", cond("amount", config.OpGte, opN("10.5")), true},
-		{"lt", cond("amount", config.OpLt, opN("10.500000000000000000000000001")), true},
-		{"lte", cond("amount", config.OpLte, opN("-3")), false},
-		{"string order is bytewise", cond("status", config.OpLt, opS("paie")), true},
-		{"string order is bytewise, upper before lower", cond("status", config.OpGt, opS("Zebra")), true},
-		{"string order of multibyte", cond("émoji", config.OpGt, opS("z")), true},
-		{"a number against a string bound fails", cond("amount", config.OpGt, opS("1")), false},
-		{"a string against a number bound fails", cond("code", config.OpGt, opN("1")), false},
-		{"missing fails gt", cond("gone", config.OpGt, opN("0")), false},
-		{"missing fails eq", cond("gone", config.OpEq, opS("")), false},
-		{"dotted path", cond("meta.country", config.OpEq, opS("DE")), true},
-		{"dotted path through a non-map", cond("status.country", config.OpEq, opS("DE")), false},
-		{"unstorable number compares with nothing", cond("huge", config.OpGt, opN("0")), false},
+		{"string equal", cond("status", OpEq, opS("paid")), true},
+		{"string not equal", cond("status", OpEq, opS("Paid")), false},
+		{"number equal at another scale", cond("amount", OpEq, opN("10.5")), true},
+		{"number equal with exponent", cond("amount", OpEq, opN("1.05E+1")), true},
+		{"number is not its string", cond("amount", OpEq, opS("10.50")), false},
+		{"string is not a number", cond("code", OpEq, opN("10")), false},
+		{"bool equal", cond("vip", OpEq, opB(true)), true},
+		{"bool not equal", cond("vip", OpEq, opB(false)), false},
+		{"ne on another value", cond("status", OpNe, opS("refunded")), true},
+		{"ne on the same value", cond("status", OpNe, opS("paid")), false},
+		{"ne on another type holds", cond("amount", OpNe, opS("paid")), true},
+		{"ne on a missing attribute fails", cond("gone", OpNe, opS("paid")), false},
+		{"in hits", cond("status", OpIn, opS("new"), opS("paid")), true},
+		{"in misses", cond("status", OpIn, opS("new"), opS("void")), false},
+		{"in of mixed types", cond("amount", OpIn, opS("10.5"), opN("10.500")), true},
+		{"exists true", cond("status", OpExists), false}, // Exists set below
+		{"gt exact decimal", cond("amount", OpGt, opN("10.49999999999999999999999999")), true},
+		{"gt equal fails", cond("amount", OpGt, opN("10.5")), false},
+		{"gte equal holds", cond("amount", OpGte, opN("10.5")), true},
+		{"lt", cond("amount", OpLt, opN("10.500000000000000000000000001")), true},
+		{"lte", cond("amount", OpLte, opN("-3")), false},
+		{"string order is bytewise", cond("status", OpLt, opS("paie")), true},
+		{"string order is bytewise, upper before lower", cond("status", OpGt, opS("Zebra")), true},
+		{"string order of multibyte", cond("émoji", OpGt, opS("z")), true},
+		{"a number against a string bound fails", cond("amount", OpGt, opS("1")), false},
+		{"a string against a number bound fails", cond("code", OpGt, opN("1")), false},
+		{"missing fails gt", cond("gone", OpGt, opN("0")), false},
+		{"missing fails eq", cond("gone", OpEq, opS("")), false},
+		{"dotted path", cond("meta.country", OpEq, opS("DE")), true},
+		{"dotted path through a non-map", cond("status.country", OpEq, opS("DE")), false},
+		{"unstorable number compares with nothing", cond("huge", OpGt, opN("0")), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f := compileFilter([]config.Condition{c.c})
+			f := compileFilter([]Condition{c.c})
 			if got := matches(f, img); got != c.want {
 				t.Errorf("%+v on the image = %v, want %v", c.c, got, c.want)
 			}
@@ -91,12 +92,12 @@ func TestFilterSemantics(t *testing.T) {
 		{"meta.city", false, true, "nested missing"},
 	}
 	for _, e := range exists {
-		f := compileFilter([]config.Condition{{Attr: e.attr, Op: config.OpExists, Exists: e.exists}})
+		f := compileFilter([]Condition{{Attr: e.attr, Op: OpExists, Exists: e.exists}})
 		if got := matches(f, img); got != e.want {
 			t.Errorf("%s exists: %v (%s) = %v, want %v", e.attr, e.exists, e.attribute, got, e.want)
 		}
 	}
-	all := compileFilter([]config.Condition{cond("status", config.OpEq, opS("paid")), cond("amount", config.OpGte, opN("11"))})
+	all := compileFilter([]Condition{cond("status", OpEq, opS("paid")), cond("amount", OpGte, opN("11"))})
 	if matches(all, img) {
 		t.Error("conditions are not all required")
 	}
@@ -120,7 +121,7 @@ func TestBucketArithmetic(t *testing.T) {
 		{"1d", "1901-03-04T05:06:07Z", "1901-03-04T00:00:00Z"},
 	}
 	for _, c := range cases {
-		size, _ := config.ParseDuration(c.size)
+		size := testDuration(t, c.size)
 		v := bucketView(t, size, time.Hour, "t", nil)
 		at, err := time.Parse(time.RFC3339Nano, c.at)
 		if err != nil {
@@ -188,13 +189,13 @@ func TestParseTime(t *testing.T) {
 // bucketView is a view by platform with a count and sum(amount), bucketed
 // by timeAttr (or stream time) and filtered by where; its clock stands at
 // 2026-11-29T20:00Z.
-func bucketView(t testing.TB, size, retention time.Duration, timeAttr string, where []config.Condition) *View {
+func bucketView(t testing.TB, size, retention time.Duration, timeAttr string, where []Condition) *View {
 	t.Helper()
-	v := NewView(config.View{
+	v := NewView(Spec{
 		Name: "per_bucket", GroupBy: []string{"platform"},
-		Parsed: []config.Measure{{Name: "amount", Func: Sum, Attr: "amount"}, {Name: "n", Func: Count}},
-		Bucket: &config.Bucket{SizeDur: size, RetentionDur: retention, Time: timeAttr},
-		Filter: where,
+		Measures: []MeasureSpec{{Name: "amount", Func: Sum, Attr: "amount"}, {Name: "n", Func: Count}},
+		Bucket:   &BucketSpec{Size: size, Retention: retention, Time: timeAttr},
+		Filter:   where,
 	})
 	v.SetClock(func() time.Time { return testNow })
 	return v
@@ -231,7 +232,7 @@ func checkBuckets(t *testing.T, v *View, got map[int64]map[string]*GroupDelta, w
 }
 
 func TestFoldBucketsByItemTime(t *testing.T) {
-	paid := []config.Condition{cond("status", config.OpEq, opS("paid"))}
+	paid := []Condition{cond("status", OpEq, opS("paid"))}
 	a0 := at("a", "Web", "10", "2026-11-29T19:10:00Z", "paid")
 	a1 := at("a", "Web", "12.5", "2026-11-29T17:59:59Z", "paid") // time moved two buckets back
 	late := at("b", "Phone", "3", "2026-11-28T01:00:00Z", "paid")
@@ -297,10 +298,10 @@ func TestFoldBucketsByItemTime(t *testing.T) {
 }
 
 func TestFoldFilterWithoutBuckets(t *testing.T) {
-	v := NewView(config.View{
+	v := NewView(Spec{
 		Name: "paid", GroupBy: []string{"platform"},
-		Parsed: []config.Measure{{Name: "n", Func: Count}},
-		Filter: []config.Condition{cond("status", config.OpIn, opS("paid"), opS("settled")), {Attr: "refund", Op: config.OpExists}},
+		Measures: []MeasureSpec{{Name: "n", Func: Count}},
+		Filter:   []Condition{cond("status", OpIn, opS("paid"), opS("settled")), {Attr: "refund", Op: OpExists}},
 	})
 	in := at("a", "Web", "1", "", "paid")
 	out := at("a", "Web", "1", "", "open")
@@ -316,7 +317,7 @@ func TestFoldFilterWithoutBuckets(t *testing.T) {
 }
 
 func TestFoldStreamTime(t *testing.T) {
-	v := bucketView(t, time.Hour, 72*time.Hour, config.StreamTime, nil)
+	v := bucketView(t, time.Hour, 72*time.Hour, StreamTime, nil)
 	if v.Recomputable() || !v.StreamTimed() {
 		t.Fatal("a stream-time view claims a scan can recompute it")
 	}
@@ -344,7 +345,7 @@ func TestFoldStreamTime(t *testing.T) {
 // bucketed and filtered views: times that go back and forth, items that
 // move in and out of the filter, whatever the batches and replays.
 func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
-	where := []config.Condition{cond("status", config.OpNe, opS("void")), cond("amount", config.OpGte, opN("-20"))}
+	where := []Condition{cond("status", OpNe, opS("void")), cond("amount", OpGte, opN("-20"))}
 	views := []*View{
 		bucketView(t, time.Hour, 72*time.Hour, "t", where),
 		bucketView(t, 24*time.Hour, 24*time.Hour, "t", nil),
@@ -432,4 +433,21 @@ func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
 	if covered < 30 {
 		t.Fatalf("the full scans held %d buckets in all; the test covers too little", covered)
 	}
+}
+
+// testDuration reads "7d" as seven days, anything else as a Go duration.
+func testDuration(t *testing.T, s string) time.Duration {
+	t.Helper()
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(n) * 24 * time.Hour
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

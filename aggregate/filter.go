@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/config"
 )
 
 // condition is one compiled comparison of a view's where.
@@ -23,7 +22,7 @@ type operand struct {
 	b   bool
 }
 
-func compileFilter(cs []config.Condition) []condition {
+func compileFilter(cs []Condition) []condition {
 	out := make([]condition, 0, len(cs))
 	for _, c := range cs {
 		cc := condition{path: strings.Split(c.Attr, "."), op: c.Op, exists: c.Exists}
@@ -49,7 +48,7 @@ func matches(filter []condition, img streamtally.Image) bool {
 	for i := range filter {
 		c := &filter[i]
 		av, ok := lookup(img, c.path)
-		if c.op == config.OpExists {
+		if c.op == OpExists {
 			if ok != c.exists {
 				return false
 			}
@@ -60,25 +59,25 @@ func matches(filter []condition, img streamtally.Image) bool {
 		}
 		var pass bool
 		switch c.op {
-		case config.OpEq:
+		case OpEq:
 			pass = compare(av, c.operands[0]) == cmpEqual
-		case config.OpNe:
+		case OpNe:
 			pass = compare(av, c.operands[0]) != cmpEqual
-		case config.OpIn:
+		case OpIn:
 			for _, o := range c.operands {
 				if compare(av, o) == cmpEqual {
 					pass = true
 					break
 				}
 			}
-		case config.OpGt:
+		case OpGt:
 			pass = compare(av, c.operands[0]) == cmpGreater
-		case config.OpGte:
+		case OpGte:
 			r := compare(av, c.operands[0])
 			pass = r == cmpGreater || r == cmpEqual
-		case config.OpLt:
+		case OpLt:
 			pass = compare(av, c.operands[0]) == cmpLess
-		case config.OpLte:
+		case OpLte:
 			r := compare(av, c.operands[0])
 			pass = r == cmpLess || r == cmpEqual
 		}

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/config"
 )
 
 // --- helpers shared by the package's tests ---
@@ -72,16 +71,16 @@ func numbered(shard string, first int, recs ...streamtally.Record) []streamtally
 
 // newView compiles a view; measures are "name=count" or "name=sum(attr)".
 func newView(name string, groupBy []string, measures ...string) *View {
-	c := config.View{Name: name, GroupBy: groupBy}
+	c := Spec{Name: name, GroupBy: groupBy}
 	for _, m := range measures {
 		n, fn, _ := strings.Cut(m, "=")
 		if attr, ok := strings.CutPrefix(fn, "sum("); ok {
-			c.Parsed = append(c.Parsed, config.Measure{Name: n, Func: Sum, Attr: strings.TrimSuffix(attr, ")")})
+			c.Measures = append(c.Measures, MeasureSpec{Name: n, Func: Sum, Attr: strings.TrimSuffix(attr, ")")})
 		} else {
-			c.Parsed = append(c.Parsed, config.Measure{Name: n, Func: Count})
+			c.Measures = append(c.Measures, MeasureSpec{Name: n, Func: Count})
 		}
 	}
-	slices.SortFunc(c.Parsed, func(a, b config.Measure) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(c.Measures, func(a, b MeasureSpec) int { return strings.Compare(a.Name, b.Name) })
 	return NewView(c)
 }
 

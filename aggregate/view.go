@@ -12,13 +12,6 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/config"
-)
-
-// Measure kinds.
-const (
-	Count = "count"
-	Sum   = "sum"
 )
 
 // View is a compiled view definition.
@@ -43,12 +36,12 @@ type Measure struct {
 }
 
 // NewView compiles a validated view definition.
-func NewView(c config.View) *View {
+func NewView(c Spec) *View {
 	v := &View{Name: c.Name, filter: compileFilter(c.Filter), bucket: compileBucket(c.Bucket), now: time.Now}
 	for _, g := range c.GroupBy {
 		v.groupBy = append(v.groupBy, strings.Split(g, "."))
 	}
-	for _, m := range c.Parsed {
+	for _, m := range c.Measures {
 		mm := Measure{Name: m.Name, Kind: m.Func, Attr: m.Attr}
 		if m.Func == Sum {
 			mm.path = strings.Split(m.Attr, ".")
@@ -60,7 +53,7 @@ func NewView(c config.View) *View {
 }
 
 // NewViews compiles every view of a configuration.
-func NewViews(cs []config.View) []*View {
+func NewViews(cs []Spec) []*View {
 	vs := make([]*View, len(cs))
 	for i, c := range cs {
 		vs[i] = NewView(c)

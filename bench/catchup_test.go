@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/internal/loadgen"
 	"github.com/streamtally/streamtally/internal/testenv"
 	"github.com/streamtally/streamtally/publish"
@@ -33,8 +32,8 @@ var platformNaive = naiveView{name: "by_platform", group: "platform",
 	measures: []naiveMeasure{{name: "donations"}, {name: "amount", sumAttr: "amount"}}}
 
 func platformViews() []*aggregate.View {
-	return aggregate.NewViews([]config.View{{Name: "by_platform", GroupBy: []string{"platform"},
-		Parsed: []config.Measure{{Name: "amount", Func: "sum", Attr: "amount"}, {Name: "donations", Func: "count"}}}})
+	return aggregate.NewViews([]aggregate.Spec{{Name: "by_platform", GroupBy: []string{"platform"},
+		Measures: []aggregate.MeasureSpec{{Name: "amount", Func: "sum", Attr: "amount"}, {Name: "donations", Func: "count"}}}})
 }
 
 // daemonRun is one catch-up of the daemon.

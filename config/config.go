@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"github.com/streamtally/streamtally/aggregate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -105,15 +106,13 @@ type View struct {
 	Measures map[string]string `mapstructure:"measures"`
 	Bucket   *Bucket           `mapstructure:"bucket"` // nil: totals, no time buckets
 	// Where is the filter as viper read it; Load parses it from the file's
-	// YAML nodes into Filter, because viper lowercases keys (attribute
-	// names) and turns numbers into floats.
+	// YAML nodes instead, because viper lowercases keys (attribute names)
+	// and turns numbers into floats.
 	Where any `mapstructure:"where"`
 
-	// Parsed from Measures by Load, sorted by name.
-	Parsed []Measure `mapstructure:"-"`
-	// Filter is parsed from Where by Load: every condition must hold.
-	// Sorted by attribute path.
-	Filter []Condition `mapstructure:"-"`
+	// Spec is the view as the fold compiles it, parsed and validated by
+	// Load from the fields above.
+	Spec aggregate.Spec `mapstructure:"-"`
 }
 
 // Bucket makes a view a time series: one set of counters per bucket.
@@ -121,47 +120,6 @@ type Bucket struct {
 	Size      string `mapstructure:"size"`      // e.g. 1m, 1h, 1d
 	Time      string `mapstructure:"time"`      // attribute path, or "stream"
 	Retention string `mapstructure:"retention"` // e.g. 30d
-
-	// Parsed by Load.
-	SizeDur      time.Duration `mapstructure:"-"`
-	RetentionDur time.Duration `mapstructure:"-"`
-}
-
-// StreamTime is the bucket time that means the record's
-// ApproximateCreationDateTime instead of an attribute.
-const StreamTime = "stream"
-
-// Condition is one comparison of a filter.
-type Condition struct {
-	Attr     string    // dotted attribute path
-	Op       string    // one of the Op constants
-	Operands []Operand // one, or several for OpIn; none for OpExists
-	Exists   bool      // for OpExists
-}
-
-// Filter operators.
-const (
-	OpEq     = "eq"
-	OpNe     = "ne"
-	OpIn     = "in"
-	OpExists = "exists"
-	OpGt     = "gt"
-	OpGte    = "gte"
-	OpLt     = "lt"
-	OpLte    = "lte"
-)
-
-// Operand is a filter value with the DynamoDB type it compares with.
-type Operand struct {
-	Type string // "S", "N" or "BOOL"
-	Text string // as written; for N a number DynamoDB could store
-}
-
-// Measure is one parsed measure of a view.
-type Measure struct {
-	Name string
-	Func string // "count" or "sum"
-	Attr string // dotted attribute path, for sum
 }
 
 // Error is a configuration problem; the CLI exits 2 on it.
@@ -389,7 +347,7 @@ func (v *View) validate(at string, seen map[string]bool) error {
 	if len(v.Measures) == 0 {
 		return errorf("%s.measures: at least one measure is required", at)
 	}
-	v.Parsed = v.Parsed[:0]
+	spec := aggregate.Spec{Name: v.Name, GroupBy: v.GroupBy, Filter: v.Spec.Filter}
 	for name, fn := range v.Measures {
 		if !nameRE.MatchString(name) || strings.HasPrefix(name, "_") {
 			return errorf("%s.measures.%s: names must be letters, digits, '_', '.', '-' and not start with '_'", at, name)
@@ -397,20 +355,32 @@ func (v *View) validate(at string, seen map[string]bool) error {
 		fn = strings.TrimSpace(fn)
 		switch m := sumRE.FindStringSubmatch(fn); {
 		case fn == "count":
-			v.Parsed = append(v.Parsed, Measure{Name: name, Func: "count"})
+			spec.Measures = append(spec.Measures, aggregate.MeasureSpec{Name: name, Func: aggregate.Count})
 		case m != nil && pathRE.MatchString(m[1]):
-			v.Parsed = append(v.Parsed, Measure{Name: name, Func: "sum", Attr: m[1]})
+			spec.Measures = append(spec.Measures, aggregate.MeasureSpec{Name: name, Func: aggregate.Sum, Attr: m[1]})
 		default:
 			return errorf("%s.measures.%s: unknown function %q (want count or sum(<attribute>))", at, name, fn)
 		}
 	}
-	sort.Slice(v.Parsed, func(i, j int) bool { return v.Parsed[i].Name < v.Parsed[j].Name })
+	sort.Slice(spec.Measures, func(i, j int) bool { return spec.Measures[i].Name < spec.Measures[j].Name })
 	if v.Bucket != nil {
-		if err := v.Bucket.validate(at + ".bucket"); err != nil {
+		b, err := v.Bucket.parse(at + ".bucket")
+		if err != nil {
 			return err
 		}
+		spec.Bucket = b
 	}
+	v.Spec = spec
 	return nil
+}
+
+// Specs returns the views as the fold compiles them.
+func (c *Config) Specs() []aggregate.Spec {
+	out := make([]aggregate.Spec, len(c.Views))
+	for i := range c.Views {
+		out[i] = c.Views[i].Spec
+	}
+	return out
 }
 
 func defaultWorkerID() string {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 )
 
@@ -58,8 +59,8 @@ func TestLoadValidFileAppliesDefaults(t *testing.T) {
 	// Measures come from a map: load a few times so an unsorted result
 	// cannot pass by luck.
 	for range 10 {
-		if again := load(t, minimalYAML); !reflect.DeepEqual(again.Views[0].Parsed, c.Views[0].Parsed) {
-			t.Fatalf("measures differ between loads: %+v vs %+v", again.Views[0].Parsed, c.Views[0].Parsed)
+		if again := load(t, minimalYAML); !reflect.DeepEqual(again.Views[0].Spec.Measures, c.Views[0].Spec.Measures) {
+			t.Fatalf("measures differ between loads: %+v vs %+v", again.Views[0].Spec.Measures, c.Views[0].Spec.Measures)
 		}
 	}
 
@@ -97,13 +98,13 @@ func TestLoadValidFileAppliesDefaults(t *testing.T) {
 	if v.Name != "by_platform" || !slices.Equal(v.GroupBy, []string{"platform", "meta.region"}) {
 		t.Errorf("view = %q group_by %q", v.Name, v.GroupBy)
 	}
-	want := []config.Measure{
+	want := []aggregate.MeasureSpec{
 		{Name: "amount", Func: "sum", Attr: "amount"},
 		{Name: "fee", Func: "sum", Attr: "fee"},
 		{Name: "n", Func: "count"},
 	}
-	if !reflect.DeepEqual(v.Parsed, want) {
-		t.Errorf("parsed measures = %+v, want (sorted by name) %+v", v.Parsed, want)
+	if !reflect.DeepEqual(v.Spec.Measures, want) {
+		t.Errorf("parsed measures = %+v, want (sorted by name) %+v", v.Spec.Measures, want)
 	}
 }
 
@@ -273,7 +274,7 @@ views:
 		t.Fatal(err)
 	}
 	var names []string
-	for _, m := range c.Views[0].Parsed {
+	for _, m := range c.Views[0].Spec.Measures {
 		names = append(names, m.Name)
 	}
 	if got, want := strings.Join(names, ","), "Total,total,totalAmount"; got != want {

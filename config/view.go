@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamtally/streamtally/aggregate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -40,36 +41,34 @@ func ParseDuration(s string) (time.Duration, error) {
 	return days + d, nil
 }
 
-func (b *Bucket) validate(at string) error {
+func (b *Bucket) parse(at string) (*aggregate.BucketSpec, error) {
 	if b.Size == "" {
-		return errorf("%s.size: required, e.g. 1h", at)
+		return nil, errorf("%s.size: required, e.g. 1h", at)
 	}
 	size, err := ParseDuration(b.Size)
 	switch {
 	case err != nil:
-		return errorf("%s.size: %v", at, err)
+		return nil, errorf("%s.size: %v", at, err)
 	case size < time.Second || size%time.Second != 0:
-		return errorf("%s.size: %s is not a whole number of seconds, at least 1s", at, b.Size)
+		return nil, errorf("%s.size: %s is not a whole number of seconds, at least 1s", at, b.Size)
 	}
-	b.SizeDur = size
 	if b.Time == "" {
-		return errorf("%s.time: required: an attribute path, or %q for the record's stream time", at, StreamTime)
+		return nil, errorf("%s.time: required: an attribute path, or %q for the record's stream time", at, aggregate.StreamTime)
 	}
 	if !pathRE.MatchString(b.Time) {
-		return errorf("%s.time: %q is not an attribute path", at, b.Time)
+		return nil, errorf("%s.time: %q is not an attribute path", at, b.Time)
 	}
 	if b.Retention == "" {
-		return errorf("%s.retention: required, e.g. 30d", at)
+		return nil, errorf("%s.retention: required, e.g. 30d", at)
 	}
 	ret, err := ParseDuration(b.Retention)
 	switch {
 	case err != nil:
-		return errorf("%s.retention: %v", at, err)
+		return nil, errorf("%s.retention: %v", at, err)
 	case ret <= 0:
-		return errorf("%s.retention: must be positive, got %s", at, b.Retention)
+		return nil, errorf("%s.retention: must be positive, got %s", at, b.Retention)
 	}
-	b.RetentionDur = ret
-	return nil
+	return &aggregate.BucketSpec{Size: size, Retention: ret, Time: b.Time}, nil
 }
 
 // parseWhere parses each view's where from the file's YAML nodes: viper's
@@ -101,19 +100,19 @@ func parseWhere(raw []byte, views []View) error {
 		if err != nil {
 			return err
 		}
-		views[i].Filter = conds
+		views[i].Spec.Filter = conds
 	}
 	return nil
 }
 
-func parseFilter(at string, n *yaml.Node) ([]Condition, error) {
+func parseFilter(at string, n *yaml.Node) ([]aggregate.Condition, error) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil, nil
 	}
 	if n.Kind != yaml.MappingNode {
 		return nil, errorf("%s: want a map from attribute path to a value or to operators", at)
 	}
-	var conds []Condition
+	var conds []aggregate.Condition
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		attr, val := n.Content[i].Value, n.Content[i+1]
 		here := at + "." + attr
@@ -126,13 +125,13 @@ func parseFilter(at string, n *yaml.Node) ([]Condition, error) {
 			if err != nil {
 				return nil, err
 			}
-			conds = append(conds, Condition{Attr: attr, Op: OpEq, Operands: []Operand{op}})
+			conds = append(conds, aggregate.Condition{Attr: attr, Op: aggregate.OpEq, Operands: []aggregate.Operand{op}})
 		case yaml.SequenceNode:
 			ops, err := operandList(here, val)
 			if err != nil {
 				return nil, err
 			}
-			conds = append(conds, Condition{Attr: attr, Op: OpIn, Operands: ops})
+			conds = append(conds, aggregate.Condition{Attr: attr, Op: aggregate.OpIn, Operands: ops})
 		case yaml.MappingNode:
 			if len(val.Content) == 0 {
 				return nil, errorf("%s: no operator (want %s)", here, opNames)
@@ -153,10 +152,10 @@ func parseFilter(at string, n *yaml.Node) ([]Condition, error) {
 	return conds, nil
 }
 
-func condition(at, attr, op string, arg *yaml.Node) (Condition, error) {
-	c := Condition{Attr: attr, Op: op}
+func condition(at, attr, op string, arg *yaml.Node) (aggregate.Condition, error) {
+	c := aggregate.Condition{Attr: attr, Op: op}
 	switch op {
-	case OpEq, OpNe:
+	case aggregate.OpEq, aggregate.OpNe:
 		if arg.Kind != yaml.ScalarNode {
 			return c, errorf("%s: want one value", at)
 		}
@@ -164,8 +163,8 @@ func condition(at, attr, op string, arg *yaml.Node) (Condition, error) {
 		if err != nil {
 			return c, err
 		}
-		c.Operands = []Operand{o}
-	case OpIn:
+		c.Operands = []aggregate.Operand{o}
+	case aggregate.OpIn:
 		if arg.Kind != yaml.SequenceNode {
 			return c, errorf("%s: want a list of values", at)
 		}
@@ -174,13 +173,13 @@ func condition(at, attr, op string, arg *yaml.Node) (Condition, error) {
 			return c, err
 		}
 		c.Operands = ops
-	case OpExists:
+	case aggregate.OpExists:
 		if arg.Kind != yaml.ScalarNode || arg.Tag != "!!bool" {
 			return c, errorf("%s: want true or false", at)
 		}
 		b, _ := strconv.ParseBool(strings.ToLower(arg.Value))
 		c.Exists = b
-	case OpGt, OpGte, OpLt, OpLte:
+	case aggregate.OpGt, aggregate.OpGte, aggregate.OpLt, aggregate.OpLte:
 		if arg.Kind != yaml.ScalarNode {
 			return c, errorf("%s: want one number or string", at)
 		}
@@ -191,18 +190,18 @@ func condition(at, attr, op string, arg *yaml.Node) (Condition, error) {
 		if o.Type == "BOOL" {
 			return c, errorf("%s: booleans have no order; want a number or a string", at)
 		}
-		c.Operands = []Operand{o}
+		c.Operands = []aggregate.Operand{o}
 	default:
 		return c, errorf("%s: unknown operator (want %s; a nested attribute is a dotted path such as address.country)", at, opNames)
 	}
 	return c, nil
 }
 
-func operandList(at string, n *yaml.Node) ([]Operand, error) {
+func operandList(at string, n *yaml.Node) ([]aggregate.Operand, error) {
 	if len(n.Content) == 0 {
 		return nil, errorf("%s: empty list", at)
 	}
-	ops := make([]Operand, 0, len(n.Content))
+	ops := make([]aggregate.Operand, 0, len(n.Content))
 	for _, e := range n.Content {
 		if e.Kind != yaml.ScalarNode {
 			return nil, errorf("%s: list elements must be values", at)
@@ -218,22 +217,22 @@ func operandList(at string, n *yaml.Node) ([]Operand, error) {
 
 // operand types a YAML scalar: an unquoted number compares with numbers
 // (N), a quoted one with strings (S).
-func operand(at string, n *yaml.Node) (Operand, error) {
+func operand(at string, n *yaml.Node) (aggregate.Operand, error) {
 	switch n.Tag {
 	case "!!str":
-		return Operand{Type: "S", Text: n.Value}, nil
+		return aggregate.Operand{Type: "S", Text: n.Value}, nil
 	case "!!int", "!!float":
 		if !exactNumber(n.Value) {
-			return Operand{}, errorf("%s: %q is not a number DynamoDB could store (quote it to compare as a string)", at, n.Value)
+			return aggregate.Operand{}, errorf("%s: %q is not a number DynamoDB could store (quote it to compare as a string)", at, n.Value)
 		}
-		return Operand{Type: "N", Text: n.Value}, nil
+		return aggregate.Operand{Type: "N", Text: n.Value}, nil
 	case "!!bool":
 		b, _ := strconv.ParseBool(strings.ToLower(n.Value))
-		return Operand{Type: "BOOL", Text: strconv.FormatBool(b)}, nil
+		return aggregate.Operand{Type: "BOOL", Text: strconv.FormatBool(b)}, nil
 	case "!!null":
-		return Operand{}, errorf("%s: null is not a value to compare; use exists: false for a missing attribute", at)
+		return aggregate.Operand{}, errorf("%s: null is not a value to compare; use exists: false for a missing attribute", at)
 	}
-	return Operand{}, errorf("%s: %q is not a string, number or boolean", at, n.Value)
+	return aggregate.Operand{}, errorf("%s: %q is not a string, number or boolean", at, n.Value)
 }
 
 // exactNumber accepts decimal literals of at most 40 digits with an

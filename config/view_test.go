@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 )
 
@@ -28,29 +29,29 @@ views:
     measures: {donations: count}
     bucket: {size: 1d12h, time: stream, retention: 90m}
 `)
-	b := c.Views[0].Bucket
-	if b.SizeDur != time.Hour || b.RetentionDur != 30*24*time.Hour || b.Time != "donatedAt" {
+	b := c.Views[0].Spec.Bucket
+	if b.Size != time.Hour || b.Retention != 30*24*time.Hour || b.Time != "donatedAt" {
 		t.Errorf("bucket = %+v", b)
 	}
-	if b := c.Views[1].Bucket; b.SizeDur != 36*time.Hour || b.RetentionDur != 90*time.Minute || b.Time != config.StreamTime {
+	if b := c.Views[1].Spec.Bucket; b.Size != 36*time.Hour || b.Retention != 90*time.Minute || b.Time != aggregate.StreamTime {
 		t.Errorf("stream bucket = %+v", b)
 	}
-	n := func(s string) config.Operand { return config.Operand{Type: "N", Text: s} }
-	s := func(s string) config.Operand { return config.Operand{Type: "S", Text: s} }
-	want := []config.Condition{
-		{Attr: "amount", Op: config.OpGte, Operands: []config.Operand{n("10.50")}},
-		{Attr: "amount", Op: config.OpLt, Operands: []config.Operand{n("1E+3")}},
-		{Attr: "donor.Country", Op: config.OpNe, Operands: []config.Operand{s("12")}},
-		{Attr: "donor.Country", Op: config.OpIn, Operands: []config.Operand{s("DE"), n("7"), {Type: "BOOL", Text: "true"}}},
-		{Attr: "platform", Op: config.OpIn, Operands: []config.Operand{s("Web"), s("Phone")}},
-		{Attr: "refundedAt", Op: config.OpExists, Exists: false},
-		{Attr: "status", Op: config.OpEq, Operands: []config.Operand{s("paid")}},
+	n := func(s string) aggregate.Operand { return aggregate.Operand{Type: "N", Text: s} }
+	s := func(s string) aggregate.Operand { return aggregate.Operand{Type: "S", Text: s} }
+	want := []aggregate.Condition{
+		{Attr: "amount", Op: aggregate.OpGte, Operands: []aggregate.Operand{n("10.50")}},
+		{Attr: "amount", Op: aggregate.OpLt, Operands: []aggregate.Operand{n("1E+3")}},
+		{Attr: "donor.Country", Op: aggregate.OpNe, Operands: []aggregate.Operand{s("12")}},
+		{Attr: "donor.Country", Op: aggregate.OpIn, Operands: []aggregate.Operand{s("DE"), n("7"), {Type: "BOOL", Text: "true"}}},
+		{Attr: "platform", Op: aggregate.OpIn, Operands: []aggregate.Operand{s("Web"), s("Phone")}},
+		{Attr: "refundedAt", Op: aggregate.OpExists, Exists: false},
+		{Attr: "status", Op: aggregate.OpEq, Operands: []aggregate.Operand{s("paid")}},
 	}
-	if got := c.Views[0].Filter; !reflect.DeepEqual(got, want) {
+	if got := c.Views[0].Spec.Filter; !reflect.DeepEqual(got, want) {
 		t.Errorf("filter =\n%+v\nwant\n%+v", got, want)
 	}
-	if c.Views[1].Filter != nil {
-		t.Errorf("a view without where has filter %+v", c.Views[1].Filter)
+	if c.Views[1].Spec.Filter != nil {
+		t.Errorf("a view without where has filter %+v", c.Views[1].Spec.Filter)
 	}
 }
 

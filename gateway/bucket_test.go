@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/internal/testenv"
 	"github.com/streamtally/streamtally/publish"
@@ -24,8 +25,10 @@ import (
 var bucketViews = []config.View{
 	testViews[0],
 	{
-		Name: "h", GroupBy: []string{"g"}, Parsed: []config.Measure{{Name: "n", Func: "count"}},
-		Bucket: &config.Bucket{Size: "1h", Time: "t", Retention: "720h", SizeDur: time.Hour, RetentionDur: 720 * time.Hour},
+		Name: "h", GroupBy: []string{"g"}, Measures: map[string]string{"n": "count"},
+		Bucket: &config.Bucket{Size: "1h", Time: "t", Retention: "720h"},
+		Spec: aggregate.Spec{Name: "h", GroupBy: []string{"g"}, Measures: []aggregate.MeasureSpec{{Name: "n", Func: "count"}},
+			Bucket: &aggregate.BucketSpec{Size: time.Hour, Retention: 720 * time.Hour, Time: "t"}},
 	},
 }
 

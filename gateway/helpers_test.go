@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/gateway"
 	"github.com/streamtally/streamtally/internal/testenv"
@@ -30,8 +31,14 @@ var prefixSeq atomic.Int64
 
 // The views of the protocol tests: a and b, one count measure each.
 var testViews = []config.View{
-	{Name: "a", GroupBy: []string{"g"}, Parsed: []config.Measure{{Name: "n", Func: "count"}}},
-	{Name: "b", GroupBy: []string{"g"}, Parsed: []config.Measure{{Name: "n", Func: "count"}}},
+	countView("a"),
+	countView("b"),
+}
+
+// countView is a view of one count measure by g, as Load leaves it.
+func countView(name string) config.View {
+	return config.View{Name: name, GroupBy: []string{"g"}, Measures: map[string]string{"n": "count"},
+		Spec: aggregate.Spec{Name: name, GroupBy: []string{"g"}, Measures: []aggregate.MeasureSpec{{Name: "n", Func: "count"}}}}
 }
 
 // gw is a running gateway on the shared redis-server, under a prefix of

@@ -73,7 +73,11 @@ func New(o Options) *Server {
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
-	views := aggregate.NewViews(o.Views)
+	specs := make([]aggregate.Spec, len(o.Views))
+	for i := range o.Views {
+		specs[i] = o.Views[i].Spec
+	}
+	views := aggregate.NewViews(specs)
 	m := newMetrics()
 	s := &Server{
 		metrics: m,
@@ -91,7 +95,7 @@ func New(o Options) *Server {
 	for i, v := range views {
 		s.views[v.Name] = v
 		info := viewInfo{Name: v.Name, GroupBy: o.Views[i].GroupBy}
-		for _, m := range o.Views[i].Parsed {
+		for _, m := range o.Views[i].Spec.Measures {
 			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Func: m.Func, Attr: m.Attr})
 		}
 		if b := o.Views[i].Bucket; b != nil && v.Bucketed() {

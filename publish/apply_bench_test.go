@@ -16,7 +16,6 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/internal/testenv"
 )
 
@@ -40,10 +39,10 @@ const benchPage = 1000
 func benchFoldApply(b *testing.B, groups int) {
 	c := newBenchClient(b)
 	prefix := fmt.Sprintf("bench.%d.%d", time.Now().UnixNano(), prefixSeq.Add(1))
-	view := aggregate.NewView(config.View{
+	view := aggregate.NewView(aggregate.Spec{
 		Name:    "by_group",
 		GroupBy: []string{"group"},
-		Parsed: []config.Measure{
+		Measures: []aggregate.MeasureSpec{
 			{Name: "amount", Func: "sum", Attr: "amount"},
 			{Name: "items", Func: "count"},
 		},

@@ -32,14 +32,14 @@ func hourStart(h int) time.Time {
 // hourlyView is the fundraiser view per hour of timeAttr, kept for
 // retention after each hour ends.
 func hourlyView(name, timeAttr string, retention time.Duration) *aggregate.View {
-	v := aggregate.NewView(config.View{
+	v := aggregate.NewView(aggregate.Spec{
 		Name:    name,
 		GroupBy: []string{"platform"},
-		Parsed: []config.Measure{
+		Measures: []aggregate.MeasureSpec{
 			{Name: "amount", Func: "sum", Attr: "amount"},
 			{Name: "donations", Func: "count"},
 		},
-		Bucket: &config.Bucket{SizeDur: time.Hour, RetentionDur: retention, Time: timeAttr},
+		Bucket: &aggregate.BucketSpec{Size: time.Hour, Retention: retention, Time: timeAttr},
 	})
 	v.SetClock(func() time.Time { return seriesNow })
 	return v
@@ -356,7 +356,7 @@ func TestBucketedViewOnACluster(t *testing.T) {
 // an amount is a group whose count does not change but whose sum does; it
 // must show, and leave only once its values are all 0 again.
 func TestStreamTimeBucketsKeepNetChanges(t *testing.T) {
-	v := hourlyView("changes_per_hour", config.StreamTime, 24*time.Hour)
+	v := hourlyView("changes_per_hour", aggregate.StreamTime, 24*time.Hour)
 	f := newBucketFixture(t, v)
 	k := f.keys(v.Name)
 	f.apply(mkBucketDelta(v, "s", "", "1", map[string]map[string]gd{

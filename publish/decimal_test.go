@@ -8,16 +8,15 @@ import (
 	"testing"
 
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 )
 
 // exactView interleaves sum and count measures (amount, donations, fee), so
 // the script must map each sum delta to the right hash.
 func exactView(name string) *aggregate.View {
-	return aggregate.NewView(config.View{
+	return aggregate.NewView(aggregate.Spec{
 		Name:    name,
 		GroupBy: []string{"g"},
-		Parsed: []config.Measure{
+		Measures: []aggregate.MeasureSpec{
 			{Name: "amount", Func: "sum", Attr: "amount"},
 			{Name: "donations", Func: "count"},
 			{Name: "fee", Func: "sum", Attr: "fee"},

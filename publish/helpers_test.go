@@ -19,7 +19,6 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/internal/testenv"
 )
 
@@ -101,10 +100,10 @@ func (f *fixture) apply(d *aggregate.Delta) {
 
 // platformView is the fundraiser view: sum(amount) and count by platform.
 func platformView(name string) *aggregate.View {
-	return aggregate.NewView(config.View{
+	return aggregate.NewView(aggregate.Spec{
 		Name:    name,
 		GroupBy: []string{"platform"},
-		Parsed: []config.Measure{
+		Measures: []aggregate.MeasureSpec{
 			{Name: "amount", Func: "sum", Attr: "amount"},
 			{Name: "donations", Func: "count"},
 		},
@@ -113,10 +112,10 @@ func platformView(name string) *aggregate.View {
 
 // sumOnlyView has no count measure: group removal must rely on _items.
 func sumOnlyView(name, groupBy string) *aggregate.View {
-	return aggregate.NewView(config.View{
-		Name:    name,
-		GroupBy: []string{groupBy},
-		Parsed:  []config.Measure{{Name: "amount", Func: "sum", Attr: "amount"}},
+	return aggregate.NewView(aggregate.Spec{
+		Name:     name,
+		GroupBy:  []string{groupBy},
+		Measures: []aggregate.MeasureSpec{{Name: "amount", Func: "sum", Attr: "amount"}},
 	})
 }
 

@@ -7,16 +7,15 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/publish"
 )
 
 func hourlyView(stream bool) *aggregate.View {
-	b := &config.Bucket{SizeDur: time.Hour, RetentionDur: 24 * time.Hour, Time: "at"}
+	b := &aggregate.BucketSpec{Size: time.Hour, Retention: 24 * time.Hour, Time: "at"}
 	if stream {
 		b.Time = "stream"
 	}
-	c := config.View{Name: "per_hour", GroupBy: []string{"platform"}, Bucket: b, Parsed: []config.Measure{
+	c := aggregate.Spec{Name: "per_hour", GroupBy: []string{"platform"}, Bucket: b, Measures: []aggregate.MeasureSpec{
 		{Name: "amount", Func: "sum", Attr: "amount"}, {Name: "n", Func: "count"},
 	}}
 	return aggregate.NewView(c)

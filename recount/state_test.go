@@ -9,7 +9,6 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/config"
 )
 
 var testKeys = []string{"id"}
@@ -23,7 +22,7 @@ func img(id, platform, amount string) streamtally.Image {
 }
 
 func testView() *aggregate.View {
-	return aggregate.NewView(config.View{Name: "by_platform", GroupBy: []string{"platform"}, Parsed: []config.Measure{
+	return aggregate.NewView(aggregate.Spec{Name: "by_platform", GroupBy: []string{"platform"}, Measures: []aggregate.MeasureSpec{
 		{Name: "amount", Func: "sum", Attr: "amount"}, {Name: "n", Func: "count"},
 	}})
 }

@@ -78,7 +78,7 @@ func check(ctx context.Context, path string) int {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
 	defer rdb.Close()
-	views := aggregate.NewViews(cfg.Views)
+	views := aggregate.NewViews(cfg.Specs())
 	store := publish.NewRedis(rdb, cfg.Redis.Prefix, views)
 	diffs, err := loadgen.Check(ctx, client(ctx, cfg.Source.Endpoint, region), cfg.Source.Table, store, views)
 	if err != nil {

@@ -52,7 +52,7 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 	if needView && f.view == "" {
 		return nil, nil, nil, nil, usageError(name + ": --view is required")
 	}
-	views := aggregate.NewViews(cfg.Views)
+	views := aggregate.NewViews(cfg.Specs())
 	if f.view != "" {
 		var pick []*aggregate.View
 		for _, v := range views {
@@ -108,7 +108,7 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 		Table:    table,
 		Stream:   src.stream,
 		Leases:   consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log),
-		Store:    publish.NewRedis(rdb, cfg.Redis.Prefix, aggregate.NewViews(cfg.Views)),
+		Store:    publish.NewRedis(rdb, cfg.Redis.Prefix, aggregate.NewViews(cfg.Specs())),
 		Progress: stderr,
 	}
 	return s, views, &f, func() { rdb.Close() }, nil

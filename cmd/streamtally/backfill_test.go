@@ -69,7 +69,7 @@ func newRecountEnvWithViews(t *testing.T, views string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.views = aggregate.NewViews(cfg.Views)
+	e.views = aggregate.NewViews(cfg.Specs())
 	e.store = publish.NewRedis(e.rdb, e.prefix, e.views)
 	return e
 }
@@ -545,7 +545,7 @@ func TestBackfillSeedsAViewAddedToARunningDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.views = aggregate.NewViews(c.Views)
+	e.views = aggregate.NewViews(c.Specs())
 	e.store = publish.NewRedis(e.rdb, e.prefix, e.views)
 	d = e.startWith("w1", cfg)
 	meta := publish.KeysFor(e.prefix, "by_amount").Meta()

@@ -131,7 +131,7 @@ func newEnvWithViews(t *testing.T, views string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.views = aggregate.NewViews(cfg.Views)
+	e.views = aggregate.NewViews(cfg.Specs())
 	e.store = publish.NewRedis(e.rdb, e.prefix, e.views)
 	return e
 }

@@ -63,7 +63,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := reachRedis(ctx, rdb); err != nil {
 		return err
 	}
-	views := aggregate.NewViews(cfg.Views)
+	views := aggregate.NewViews(cfg.Specs())
 	store := publish.NewRedis(rdb, cfg.Redis.Prefix, views)
 	tally := aggregate.NewTally(views, store, log)
 	if cfg.DLQ.MaxLen > 0 {

@@ -27,7 +27,7 @@ func cmdSnapshot(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	var view *aggregate.View
-	for _, v := range aggregate.NewViews(cfg.Views) {
+	for _, v := range aggregate.NewViews(cfg.Specs()) {
 		if v.Name == viewName {
 			view = v
 		}
