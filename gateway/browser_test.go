@@ -30,6 +30,7 @@ var screenshot = flag.String("screenshot", "", "where TestDashboardInBrowser sav
 // chromium finds Debian's Chromium (scripts/deps.sh installs it), or the
 // browser named by STREAMTALLY_CHROMIUM.
 func chromium(t *testing.T) string {
+	testenv.Needs(t, "chromium")
 	if p := os.Getenv("STREAMTALLY_CHROMIUM"); p != "" {
 		return p
 	}

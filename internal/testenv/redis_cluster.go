@@ -32,6 +32,7 @@ var cluster struct {
 // Tests sharing it should use distinct keys.
 func RedisCluster(tb testing.TB) []string {
 	tb.Helper()
+	Needs(tb, "redis-server (cluster mode)")
 	cluster.once.Do(func() { cluster.addrs, cluster.err = startCluster() })
 	if cluster.err != nil {
 		tb.Fatalf("testenv: %v", cluster.err)

@@ -43,6 +43,7 @@ var tlsRedis struct {
 // keys and ACL user names.
 func RedisTLS(tb testing.TB) *TLSRedis {
 	tb.Helper()
+	Needs(tb, "redis-server (TLS)")
 	tlsRedis.once.Do(func() { tlsRedis.srv, tlsRedis.err = startTLSRedis() })
 	if tlsRedis.err != nil {
 		tb.Fatalf("testenv: %v", tlsRedis.err)

@@ -80,6 +80,7 @@ func Main(m *testing.M) int {
 // key sees the same tables.
 func DynamoDB(tb testing.TB) string {
 	tb.Helper()
+	Needs(tb, "DynamoDB Local (java)")
 	shared.dynamoOnce.Do(func() {
 		shared.dynamoURL, shared.dynamoErr = startDynamoDB(register)
 	})
@@ -89,11 +90,22 @@ func DynamoDB(tb testing.TB) string {
 	return shared.dynamoURL
 }
 
+// Needs marks tb as an integration test that runs against service: under
+// go test -short, which runs the unit tests alone on a machine without the
+// services, it is skipped. scripts/test.sh runs everything.
+func Needs(tb testing.TB, service string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("integration test: needs %s; skipped under -short (scripts/test.sh installs and runs it)", service)
+	}
+}
+
 // Redis returns the address (127.0.0.1:PORT) of a redis-server shared by all
 // tests of this test binary, starting it on first use. Tests sharing it
 // should use distinct keys; use NewRedis for an instance of your own.
 func Redis(tb testing.TB) string {
 	tb.Helper()
+	Needs(tb, "redis-server")
 	shared.redisOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "testenv-redis-")
 		if err != nil {
@@ -140,6 +152,7 @@ func AppendOnly() RedisOption {
 // test ends.
 func NewRedis(tb testing.TB, opts ...RedisOption) *RedisServer {
 	tb.Helper()
+	Needs(tb, "redis-server")
 	r := &RedisServer{tb: tb, dir: tb.TempDir()}
 	for _, o := range opts {
 		o(r)
@@ -202,6 +215,7 @@ func (r *RedisServer) Start() {
 // slow down every test after it.
 func NewDynamoDB(tb testing.TB) string {
 	tb.Helper()
+	Needs(tb, "DynamoDB Local (java)")
 	var p *proc
 	url, err := startDynamoDB(func(started *proc) { p = started })
 	if p != nil {
