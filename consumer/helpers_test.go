@@ -25,6 +25,7 @@ import (
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/streamstest"
 	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
@@ -316,13 +317,13 @@ func options(worker string) consumer.Options {
 }
 
 // leaseTable returns the fixture's lease table as seen by worker.
-func (f *fixture) leaseTable(worker string, d time.Duration) *consumer.LeaseTable {
-	return consumer.NewLeaseTable(f.ddb, f.app, f.table, worker, d, testLogger(f.t))
+func (f *fixture) leaseTable(worker string, d time.Duration) *lease.Table {
+	return lease.NewTable(f.ddb, f.app, f.table, worker, d, testLogger(f.t))
 }
 
 // initTable creates the lease table ahead of any worker and returns a
 // handle for reading it.
-func (f *fixture) initTable() *consumer.LeaseTable {
+func (f *fixture) initTable() *lease.Table {
 	f.t.Helper()
 	lt := f.leaseTable("observer", testLease)
 	if err := lt.Init(f.t.Context()); err != nil {
@@ -331,7 +332,7 @@ func (f *fixture) initTable() *consumer.LeaseTable {
 	return lt
 }
 
-func (f *fixture) leases() map[string]consumer.Lease {
+func (f *fixture) leases() map[string]lease.Lease {
 	f.t.Helper()
 	leases, _, err := f.leaseTable("observer", testLease).List(f.t.Context())
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/internal/retry"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // outcome is how a shard reader stopped.
@@ -47,7 +48,7 @@ const streamRetention = 24 * time.Hour
 type shardReader struct {
 	w      *Worker
 	shard  streamtally.Shard
-	taken  Taken
+	taken  lease.Taken
 	last   streamtally.Seq // last sequence number every view holds
 	latest bool            // without a position, start at the tip, not the oldest record
 	// skipBefore, while not zero, drops records created before it: the
@@ -203,7 +204,7 @@ func (r *shardReader) position(readCtx, workCtx context.Context) bool {
 	}
 	r.latest = false
 	switch {
-	case tk.Checkpoint == ShardEnd:
+	case tk.Checkpoint == lease.ShardEnd:
 	case tk.Checkpoint != "":
 		r.last = streamtally.Seq(tk.Checkpoint)
 	case all && nearest != "":
@@ -238,7 +239,7 @@ func (r *shardReader) position(readCtx, workCtx context.Context) bool {
 // startCheckpoint is the checkpoint as the handler knows it: a shard read
 // to its end is not one whose records are all handled by every view.
 func startCheckpoint(cp string) streamtally.Seq {
-	if cp == ShardEnd {
+	if cp == lease.ShardEnd {
 		return ""
 	}
 	return streamtally.Seq(cp)
@@ -306,7 +307,7 @@ func (r *shardReader) flush(ctx context.Context) (outcome, bool) {
 
 // finish marks the shard as read to its end, which lets its children start.
 func (r *shardReader) finish(ctx context.Context) outcome {
-	if o, ok := r.checkpoint(ctx, ShardEnd); !ok {
+	if o, ok := r.checkpoint(ctx, lease.ShardEnd); !ok {
 		return o
 	}
 	if r.pending > 0 {
@@ -323,7 +324,7 @@ func (r *shardReader) checkpoint(ctx context.Context, seq string) (outcome, bool
 		switch {
 		case err == nil:
 			return 0, true
-		case errors.Is(err, ErrLeaseLost):
+		case errors.Is(err, lease.ErrLeaseLost):
 			r.log.Warn("lease lost while checkpointing; another worker continues the shard", "seq", seq)
 			return lost, false
 		}

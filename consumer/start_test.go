@@ -9,6 +9,7 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // oldRecords appends n records created an hour ago: history a worker
@@ -134,8 +135,8 @@ func TestGoneParentWithAMidShardCheckpointLetsItsChildBeReadAndReportsTheLoss(t 
 	waitFor(t, patience, "the child's records", func() bool { return handledCount(h) >= 3 })
 	w.stop(t)
 	checkHandled(t, map[string][]string{"shardId-2-child": want["shardId-2-child"]}, h)
-	if got := f.leases()["shardId-1-parent"].Checkpoint; got != consumer.ShardEnd {
-		t.Errorf("gone parent's checkpoint = %q, want %s", got, consumer.ShardEnd)
+	if got := f.leases()["shardId-1-parent"].Checkpoint; got != lease.ShardEnd {
+		t.Errorf("gone parent's checkpoint = %q, want %s", got, lease.ShardEnd)
 	}
 	losses := h.allLosses()
 	if len(losses) == 0 || losses[0].shard != "shardId-1-parent" || !strings.Contains(losses[0].reason, want["shardId-1-parent"][1]) {
@@ -213,7 +214,7 @@ func TestShardGoneUnderItsReaderIsALoss(t *testing.T) {
 	f.srv.RemoveShard("s1")
 	close(gate)
 	waitFor(t, patience, "the loss to be reported", func() bool { return len(h.allLosses()) > 0 })
-	waitFor(t, patience, "the shard to be ended", func() bool { return f.checkpointsAre(map[string]string{"s1": consumer.ShardEnd}) })
+	waitFor(t, patience, "the shard to be ended", func() bool { return f.checkpointsAre(map[string]string{"s1": lease.ShardEnd}) })
 	w.stop(t)
 	checkHandled(t, want, h)
 	if l := h.allLosses(); l[0].shard != "s1" || !strings.Contains(l[0].reason, "left the stream") {

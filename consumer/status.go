@@ -8,13 +8,9 @@ import (
 	"sync"
 	"time"
 
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/lease"
 )
-
-// ErrNoLeaseTable means the lease table does not exist: no worker of the
-// application has run yet. Status never creates it.
-var ErrNoLeaseTable = errors.New("no lease table")
 
 // ShardState says whether a shard is still in the stream.
 type ShardState string
@@ -34,7 +30,7 @@ type ShardStatus struct {
 
 	Leased       bool      // the shard has a row in the lease table
 	Owner        string    // the worker holding the lease; "" when nobody does
-	Checkpoint   string    // a sequence number, ShardEnd, or "" (not started)
+	Checkpoint   string    // a sequence number, lease.ShardEnd, or "" (not started)
 	LeaseTimeout time.Time // when Owner's lease expires; zero without an owner
 	// StartedAt is when a worker started the shard at LATEST
 	// (source.start: latest); zero otherwise.
@@ -68,7 +64,7 @@ const emptyPagesFollowed = 3
 // Status reports every shard of the stream and every shard that still
 // has a lease row, sorted by shard ID, with the set of live workers (whose
 // heartbeat row has not expired by the local clock). It only reads: a
-// missing lease table is ErrNoLeaseTable, not created.
+// missing lease table is lease.ErrNoTable, not created.
 //
 // Lag is measured at now from the checkpoint read from the lease table: the
 // first record after it (or at the trim horizon for a shard without
@@ -78,12 +74,8 @@ const emptyPagesFollowed = 3
 // after that start, which the row records.
 // Errors measuring one shard's lag are reported in its LagErr; the error
 // returned is for what makes the whole report impossible.
-func Status(ctx context.Context, source ShardSource, leases *LeaseTable, now time.Time) ([]ShardStatus, map[string]bool, error) {
+func Status(ctx context.Context, source ShardSource, leases Leases, now time.Time) ([]ShardStatus, map[string]bool, error) {
 	rows, workers, err := leases.List(ctx)
-	var missing *ddbtypes.ResourceNotFoundException
-	if errors.As(err, &missing) {
-		return nil, nil, fmt.Errorf("%w %s", ErrNoLeaseTable, leases.table)
-	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -115,7 +107,7 @@ func Status(ctx context.Context, source ShardSource, leases *LeaseTable, now tim
 	sem := make(chan struct{}, statusProbes)
 	for i := range out {
 		st := &out[i]
-		if st.State == ShardGone || st.Checkpoint == ShardEnd {
+		if st.State == ShardGone || st.Checkpoint == lease.ShardEnd {
 			continue
 		}
 		wg.Add(1)
@@ -145,7 +137,7 @@ func Status(ctx context.Context, source ShardSource, leases *LeaseTable, now tim
 	return out, workers, nil
 }
 
-func (s *ShardStatus) setLease(l Lease) {
+func (s *ShardStatus) setLease(l lease.Lease) {
 	s.Leased = true
 	s.Owner = l.Owner
 	s.Checkpoint = l.Checkpoint

@@ -18,6 +18,7 @@ import (
 
 	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/streamstest"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/source/ddbstreams"
 )
 
@@ -97,7 +98,7 @@ func TestStatusReportsOwnersCheckpointsAndLag(t *testing.T) {
 	f.srv.AddShard("shard-1", "shard-0")
 	f.appendAt("shard-1", ago(time.Hour), ago(50*time.Minute))
 	f.srv.CloseShard("shard-1")
-	f.putLease(leaseRow{shard: "shard-1", parent: "shard-0", checkpoint: consumer.ShardEnd, timeout: ago(40 * time.Minute)})
+	f.putLease(leaseRow{shard: "shard-1", parent: "shard-0", checkpoint: lease.ShardEnd, timeout: ago(40 * time.Minute)})
 
 	// shard-2: open, held by w1, two of five records checkpointed: the
 	// third has waited 3 minutes.
@@ -125,7 +126,7 @@ func TestStatusReportsOwnersCheckpointsAndLag(t *testing.T) {
 	f.putLease(leaseRow{shard: "shard-6", owner: "w1", checkpoint: s6[0], timeout: now.Add(90 * time.Second)})
 
 	// shard-0 and shard-00: trimmed from the stream, lease rows left.
-	f.putLease(leaseRow{shard: "shard-0", checkpoint: consumer.ShardEnd, timeout: ago(2 * time.Hour)})
+	f.putLease(leaseRow{shard: "shard-0", checkpoint: lease.ShardEnd, timeout: ago(2 * time.Hour)})
 	f.putLease(leaseRow{shard: "shard-00", parent: "shard-x", owner: "w9", checkpoint: "000000000000000000042", timeout: ago(26 * time.Hour)})
 
 	// Heartbeats: w1 is alive, w2 stopped.
@@ -158,9 +159,9 @@ func TestStatusReportsOwnersCheckpointsAndLag(t *testing.T) {
 		oldest     time.Time // zero: nothing waits
 	}
 	wants := map[string]want{
-		"shard-0":  {"", consumer.ShardGone, true, "", consumer.ShardEnd, time.Time{}, false, time.Time{}},
+		"shard-0":  {"", consumer.ShardGone, true, "", lease.ShardEnd, time.Time{}, false, time.Time{}},
 		"shard-00": {"shard-x", consumer.ShardGone, true, "w9", "000000000000000000042", ago(26 * time.Hour), false, time.Time{}},
-		"shard-1":  {"shard-0", consumer.ShardClosed, true, "", consumer.ShardEnd, time.Time{}, false, time.Time{}},
+		"shard-1":  {"shard-0", consumer.ShardClosed, true, "", lease.ShardEnd, time.Time{}, false, time.Time{}},
 		"shard-2":  {"shard-1", consumer.ShardOpen, true, "w1", s2[1], now.Add(7200 * time.Millisecond), true, ago(3 * time.Minute)},
 		"shard-3":  {"", consumer.ShardOpen, true, "w2", s3[1], ago(3 * time.Minute), true, time.Time{}},
 		"shard-4":  {"", consumer.ShardOpen, false, "", "", time.Time{}, true, ago(10 * time.Minute)},
@@ -264,7 +265,7 @@ func TestStatusReportsLagErrorPerShard(t *testing.T) {
 	now := statusNow()
 	f.srv.AddShard("shard-1", "")
 	f.srv.CloseShard("shard-1")
-	f.putLease(leaseRow{shard: "shard-1", checkpoint: consumer.ShardEnd})
+	f.putLease(leaseRow{shard: "shard-1", checkpoint: lease.ShardEnd})
 	f.srv.AddShard("shard-2", "shard-1")
 	f.appendAt("shard-2", now.Add(-time.Minute))
 	f.srv.InjectErrors("GetRecords", 1, "InternalServerError")
@@ -284,7 +285,7 @@ func TestStatusDoesNotCreateLeaseTable(t *testing.T) {
 	f := newFixture(t)
 	f.srv.AddShard("shard-1", "")
 	_, _, err := consumer.Status(t.Context(), ddbstreams.New(f.streams, f.srv.StreamARN), f.leaseTable("status", testLease), statusNow())
-	if !errors.Is(err, consumer.ErrNoLeaseTable) || !strings.Contains(err.Error(), f.table) {
+	if !errors.Is(err, lease.ErrNoTable) || !strings.Contains(err.Error(), f.table) {
 		t.Fatalf("Status without a lease table: %v, want ErrNoLeaseTable naming %s", err, f.table)
 	}
 	_, err = f.ddb.DescribeTable(t.Context(), &dynamodb.DescribeTableInput{TableName: aws.String(f.table)})

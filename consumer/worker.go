@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // Handler receives each shard's batches in order. The consumer checkpoints
@@ -68,7 +69,7 @@ type Stats struct {
 // Worker reads the shards of one stream that it holds leases for.
 type Worker struct {
 	source  ShardSource
-	leases  *LeaseTable
+	leases  Leases
 	handler Handler
 	opt     Options
 	log     *slog.Logger
@@ -91,7 +92,7 @@ type shardRun struct {
 }
 
 // NewWorker returns a worker reading the shards of source.
-func NewWorker(source ShardSource, leases *LeaseTable, h Handler, opt Options, log *slog.Logger) *Worker {
+func NewWorker(source ShardSource, leases Leases, h Handler, opt Options, log *slog.Logger) *Worker {
 	return &Worker{
 		source: source, leases: leases, handler: h, opt: opt,
 		log:  log.With("worker", opt.WorkerID),
@@ -106,6 +107,9 @@ func (w *Worker) Stats() *Stats { return &w.stats }
 // finish and checkpoint, releases its leases and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.leases.Init(ctx); err != nil {
+		if ctx.Err() != nil { // asked to stop before it started: nothing to drain
+			return nil
+		}
 		return err
 	}
 	// Leases are renewed until every shard has stopped, shutdown included,
@@ -237,7 +241,7 @@ func (w *Worker) sync(ctx context.Context) error {
 		if held >= target || ctx.Err() != nil {
 			break
 		}
-		var seen *Lease
+		var seen *lease.Lease
 		if l, ok := leases[s.ID]; ok {
 			seen = &l
 		}
@@ -267,14 +271,14 @@ func (w *Worker) sync(ctx context.Context) error {
 // them, and what was never read of them is a loss the views must report.
 // A row held by a live lease is left to its owner, whose reader finds the
 // shard gone itself.
-func (w *Worker) endGone(ctx context.Context, shards []streamtally.Shard, leases map[string]Lease) {
+func (w *Worker) endGone(ctx context.Context, shards []streamtally.Shard, leases map[string]lease.Lease) {
 	listed := make(map[string]bool, len(shards))
 	for _, s := range shards {
 		listed[s.ID] = true
 	}
 	now := time.Now()
 	for id, l := range leases {
-		if listed[id] || l.Checkpoint == ShardEnd || (l.Owner != "" && l.Owner != w.opt.WorkerID && now.Before(l.Timeout)) {
+		if listed[id] || l.Checkpoint == lease.ShardEnd || (l.Owner != "" && l.Owner != w.opt.WorkerID && now.Before(l.Timeout)) {
 			continue
 		}
 		w.mu.Lock()
@@ -312,7 +316,7 @@ func describeSeq(seq string) string {
 // readyShards are the shards that can be read now: not finished, and whose
 // parent is finished, so that an item's changes are folded in order even
 // when they span a shard split.
-func (w *Worker) readyShards(shards []streamtally.Shard, leases map[string]Lease) []streamtally.Shard {
+func (w *Worker) readyShards(shards []streamtally.Shard, leases map[string]lease.Lease) []streamtally.Shard {
 	byID := make(map[string]streamtally.Shard, len(shards))
 	for _, s := range shards {
 		byID[s.ID] = s
@@ -325,7 +329,7 @@ func (w *Worker) readyShards(shards []streamtally.Shard, leases map[string]Lease
 			return true
 		}
 		if l, ok := leases[id]; ok {
-			return l.Checkpoint == ShardEnd
+			return l.Checkpoint == lease.ShardEnd
 		}
 		// Starting at LATEST, a shard that was already closed holds nothing
 		// new, unless it descends from a shard we have read.
@@ -344,7 +348,7 @@ func (w *Worker) readyShards(shards []streamtally.Shard, leases map[string]Lease
 
 // start runs a reader for a shard whose lease this worker just took.
 // Called with w.mu held.
-func (w *Worker) start(s streamtally.Shard, tk Taken) {
+func (w *Worker) start(s streamtally.Shard, tk lease.Taken) {
 	log := w.log.With("shard", s.ID)
 	w.stats.LeasesTaken.Add(1)
 	w.stats.LeasesHeld.Add(1)
@@ -413,7 +417,7 @@ func (w *Worker) renewLoop(ctx context.Context) {
 			err := w.leases.Renew(ctx, r.shard.ID)
 			switch {
 			case err == nil:
-			case errors.Is(err, ErrLeaseLost):
+			case errors.Is(err, lease.ErrLeaseLost):
 				w.log.Warn("lease lost to another worker; stopping shard", "shard", r.shard.ID)
 				r.lost.Store(true)
 				r.stopRead()

@@ -14,7 +14,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 )
 
 const patience = 20 * time.Second
@@ -116,7 +116,7 @@ func TestWorkerReadsParentsBeforeChildren(t *testing.T) {
 			for _, s := range tc.shards {
 				wantCP[s.id] = last(want[s.id])
 				if s.closed {
-					wantCP[s.id] = consumer.ShardEnd
+					wantCP[s.id] = lease.ShardEnd
 				}
 			}
 			h := &recorder{}

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/publish"
 )
 
@@ -32,8 +30,7 @@ func (s *Source) checkpoints(ctx context.Context) (map[string]string, error) {
 		return out, nil
 	}
 	rows, _, err := s.Leases.List(ctx)
-	var missing *ddbtypes.ResourceNotFoundException
-	if errors.As(err, &missing) {
+	if errors.Is(err, lease.ErrNoTable) {
 		return out, nil
 	}
 	if err != nil {
@@ -81,7 +78,7 @@ func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func
 	}
 	c := &cut{from: map[string]string{}, ended: map[string]bool{}}
 	for _, sh := range shards {
-		if cps[sh.ID] == consumer.ShardEnd {
+		if cps[sh.ID] == lease.ShardEnd {
 			c.ended[sh.ID] = true
 			continue
 		}
@@ -114,7 +111,7 @@ func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func
 
 // maxSeq returns the later of two sequence numbers, "" being the earliest.
 // The recount keeps positions as the lease table writes them, where a
-// checkpoint may also be consumer.ShardEnd, so they are strings here.
+// checkpoint may also be lease.ShardEnd, so they are strings here.
 func maxSeq(a, b string) string {
 	if seqAfter(b, a) {
 		return b

@@ -10,7 +10,7 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/publish"
 )
 
@@ -244,8 +244,8 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 	target := map[string]string{}
 	for id := range c.tail.shards {
 		f := maxSeq(meta.Fences[id], c.cut.from[id])
-		if cp := cps[id]; cp == consumer.ShardEnd {
-			f = consumer.ShardEnd
+		if cp := cps[id]; cp == lease.ShardEnd {
+			f = lease.ShardEnd
 		} else {
 			f = maxSeq(f, cp)
 		}
@@ -264,7 +264,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 		// shard no daemon has read yet then gets a fence all the same, so
 		// that a daemon starting later (at LATEST, say) resumes after the
 		// records the recount counted instead of skipping some.
-		if f == consumer.ShardEnd || seqAfter(sh.last, f) {
+		if f == lease.ShardEnd || seqAfter(sh.last, f) {
 			f = maxSeq(sh.from, sh.last)
 		}
 		final[id] = f

@@ -25,14 +25,14 @@ import (
 
 	"github.com/streamtally/streamtally"
 	"github.com/streamtally/streamtally/aggregate"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/publish"
 )
 
 // Leases lists the lease table's rows: the checkpoints of the daemons.
-// *consumer.LeaseTable implements it.
+// *lease.Table implements it.
 type Leases interface {
-	List(ctx context.Context) (map[string]consumer.Lease, map[string]bool, error)
+	List(ctx context.Context) (map[string]lease.Lease, map[string]bool, error)
 }
 
 // Stream is the table's change stream; ddbstreams.Stream implements it.

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/retry"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // pageLimit is the most records one read returns.
@@ -232,7 +232,7 @@ func (t *tail) follow(ctx context.Context, scanEnd <-chan time.Time, settle time
 }
 
 // readThrough reads until every shard with a target has been read through
-// it, or to its end for the target consumer.ShardEnd. Every target is a
+// it, or to its end for the target lease.ShardEnd. Every target is a
 // record a daemon applied, so it is in the stream.
 func (t *tail) readThrough(ctx context.Context, target map[string]string) error {
 	for {
@@ -245,7 +245,7 @@ func (t *tail) readThrough(ctx context.Context, target map[string]string) error 
 			if s == nil || s.ended || f == "" {
 				continue
 			}
-			if f != consumer.ShardEnd && !seqAfter(f, maxSeq(s.from, s.last)) {
+			if f != lease.ShardEnd && !seqAfter(f, maxSeq(s.from, s.last)) {
 				continue
 			}
 			done = false

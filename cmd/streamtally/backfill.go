@@ -11,7 +11,7 @@ import (
 
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/publish"
 	"github.com/streamtally/streamtally/recount"
 )
@@ -107,7 +107,7 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 		DDB:      src.table,
 		Table:    table,
 		Stream:   src.stream,
-		Leases:   consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log),
+		Leases:   lease.NewTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log),
 		Store:    publish.NewRedis(rdb, cfg.Redis.Prefix, aggregate.NewViews(cfg.Specs())),
 		Progress: stderr,
 	}

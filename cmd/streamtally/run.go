@@ -23,6 +23,7 @@ import (
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/config"
 	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 	"github.com/streamtally/streamtally/metrics"
 	"github.com/streamtally/streamtally/publish"
 	"github.com/streamtally/streamtally/source/ddbstreams"
@@ -71,8 +72,12 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	m := metrics.New()
-	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
+	leases := lease.NewTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID, cfg.Checkpoint.LeaseDuration, log)
 	if err := leases.Init(ctx); err != nil {
+		if ctx.Err() != nil { // stopped while waiting for the table: a clean exit
+			log.Info("stopped before start", "reason", "signal while waiting for the lease table")
+			return nil
+		}
 		return usageError(fmt.Sprintf("checkpoint.table %s%s: cannot create or open the lease table: %v",
 			cfg.Checkpoint.Table, at(cfg.Checkpoint.Endpoint), err))
 	}

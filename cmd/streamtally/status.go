@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // cmdStatus prints who holds each shard's lease and how far behind it is.
@@ -33,11 +34,11 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	// Only List is called: no lease is taken, no row written.
-	leases := consumer.NewLeaseTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID,
+	leases := lease.NewTable(src.leaseDB, cfg.Checkpoint.App, cfg.Checkpoint.Table, cfg.Checkpoint.WorkerID,
 		cfg.Checkpoint.LeaseDuration, slog.New(slog.DiscardHandler))
 	now := time.Now()
 	shards, workers, err := consumer.Status(ctx, src.stream, leases, now)
-	if errors.Is(err, consumer.ErrNoLeaseTable) {
+	if errors.Is(err, lease.ErrNoTable) {
 		return fmt.Errorf("no lease table %s: no streamtally worker has run with checkpoint.app %s", cfg.Checkpoint.Table, cfg.Checkpoint.App)
 	}
 	if err != nil {
@@ -154,7 +155,7 @@ func dash(s string) string {
 // shortCheckpoint keeps the last 12 digits of a sequence number: enough to
 // tell positions in a shard apart and to watch them advance.
 func shortCheckpoint(cp string) string {
-	if len(cp) > 12 && cp != consumer.ShardEnd {
+	if len(cp) > 12 && cp != lease.ShardEnd {
 		return cp[len(cp)-12:]
 	}
 	return dash(cp)

@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/streamtally/streamtally/consumer"
 	"github.com/streamtally/streamtally/internal/streamstest"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // statusRow is one row of the status table, by column name.
@@ -156,7 +156,7 @@ func TestStatusTableMarksClosedAndGoneShards(t *testing.T) {
 	e := newEnv(t)
 	srv := streamstest.NewServer(t)
 	ctx := context.Background()
-	lt := consumer.NewLeaseTable(quietDDB(e), e.app, e.app, "w1", time.Minute, slog.New(slog.DiscardHandler))
+	lt := lease.NewTable(quietDDB(e), e.app, e.app, "w1", time.Minute, slog.New(slog.DiscardHandler))
 	if err := lt.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +178,8 @@ func TestStatusTableMarksClosedAndGoneShards(t *testing.T) {
 	srv.AddShard("shardId-0001", "shardId-0000")
 	srv.Append("shardId-0001", rec(now.Add(-time.Hour)))
 	srv.CloseShard("shardId-0001")
-	put("shardId-0000", "", "", consumer.ShardEnd, now.Add(-2*time.Hour))
-	put("shardId-0001", "shardId-0000", "", consumer.ShardEnd, now.Add(-time.Hour))
+	put("shardId-0000", "", "", lease.ShardEnd, now.Add(-2*time.Hour))
+	put("shardId-0001", "shardId-0000", "", lease.ShardEnd, now.Add(-time.Hour))
 	srv.AddShard("shardId-0002", "shardId-0001")
 	seq2 := srv.Append("shardId-0002", rec(now.Add(-20*time.Minute)), rec(now.Add(-10*time.Minute)))[0]
 	put("shardId-0002", "shardId-0001", "w2", seq2, now.Add(-3*time.Minute))
@@ -240,7 +240,7 @@ func TestShortDuration(t *testing.T) {
 	}
 	for cp, want := range map[string]string{
 		"":                             "-",
-		consumer.ShardEnd:              consumer.ShardEnd,
+		lease.ShardEnd:                 lease.ShardEnd,
 		"000000000000000000042":        "000000000042",
 		"4965592000000000001234567890": "001234567890",
 		"123456789012":                 "123456789012",

@@ -1,4 +1,4 @@
-package consumer
+package lease
 
 import (
 	"context"
@@ -17,56 +17,12 @@ import (
 	"github.com/vmware/vmware-go-kcl-v2/logger"
 )
 
-// ShardEnd is the checkpoint of a shard read to its end.
-const ShardEnd = checkpoint.ShardEnd
-
-// workerRowPrefix marks the rows in which workers announce they are alive.
-// They let a worker that holds no lease yet count in the share, so shards
-// spread over every running process, not only the ones that came first.
-const workerRowPrefix = "_worker:"
-
-// ErrLeaseLost means another worker owns the lease now.
-var ErrLeaseLost = errors.New("lease lost")
-
-// startedAtKey is the lease row attribute in which the first worker to
-// start a shard at LATEST records when it did: LATEST is a position no
-// later reader can ask for again, so a shard handed over before anything
-// of it was checkpointed resumes from that time instead.
-const startedAtKey = "StartedAt"
-
-// Lease is one row of the lease table.
-type Lease struct {
-	Shard      string
-	Parent     string
-	Owner      string
-	Checkpoint string // a sequence number, ShardEnd, or "" (not started)
-	Timeout    time.Time
-	// StartedAt is when the first worker started the shard at LATEST;
-	// zero for a shard started anywhere else.
-	StartedAt time.Time
-
-	timeout string // Timeout as written, for conditions on the row
-}
-
-// Taken is what taking a lease tells the new owner.
-type Taken struct {
-	Checkpoint string
-	StartedAt  time.Time
-	// Existed says the shard's row was there before: some worker started
-	// the shard, so it must never start at LATEST again.
-	Existed bool
-	// From is the owner whose lease expired instead of being released:
-	// it stopped without handing the shard over. "" when the lease was
-	// free.
-	From string
-}
-
-// LeaseTable keeps leases and checkpoints in DynamoDB, in the table layout
+// Table keeps leases and checkpoints in DynamoDB, in the table layout
 // of vmware-go-kcl-v2, whose checkpointer creates the table and takes
 // leases. Renewals and checkpoints are conditional on still owning the
 // lease: the library writes checkpoints unconditionally, which would let a
 // worker whose lease expired overwrite its successor's row.
-type LeaseTable struct {
+type Table struct {
 	kcl      *checkpoint.DynamoCheckpoint
 	ddb      *dynamodb.Client
 	table    string
@@ -75,15 +31,15 @@ type LeaseTable struct {
 	now      func() time.Time
 }
 
-// NewLeaseTable returns the lease table of application app.
-func NewLeaseTable(ddb *dynamodb.Client, app, table, worker string, duration time.Duration, log *slog.Logger) *LeaseTable {
+// NewTable returns the lease table of application app, in DynamoDB.
+func NewTable(ddb *dynamodb.Client, app, table, worker string, duration time.Duration, log *slog.Logger) *Table {
 	// The stream name and region only matter when the library builds its own
 	// DynamoDB client; it is handed ours, so they are placeholders.
 	cfg := kclconfig.NewKinesisClientLibConfig(app, app, "local", worker).
 		WithTableName(table).
 		WithFailoverTimeMillis(int(duration / time.Millisecond)).
 		WithLogger(kclLogger{log.With("component", "kcl")})
-	return &LeaseTable{
+	return &Table{
 		kcl:      checkpoint.NewDynamoCheckpoint(cfg).WithDynamoDB(ddb),
 		ddb:      ddb,
 		table:    table,
@@ -94,7 +50,7 @@ func NewLeaseTable(ddb *dynamodb.Client, app, table, worker string, duration tim
 }
 
 // Init creates the table if it is absent and waits until it is usable.
-func (t *LeaseTable) Init(ctx context.Context) error {
+func (t *Table) Init(ctx context.Context) error {
 	if err := t.kcl.Init(); err != nil {
 		var inUse *ddbtypes.ResourceInUseException
 		if !errors.As(err, &inUse) { // another worker created it first
@@ -110,14 +66,20 @@ func (t *LeaseTable) Init(ctx context.Context) error {
 	return nil
 }
 
-// List reads every shard lease and the set of live workers.
-func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]bool, error) {
+// List reads every shard lease and the set of live workers (whose
+// heartbeat row has not expired by the local clock). A table that does not
+// exist is ErrNoTable.
+func (t *Table) List(ctx context.Context) (map[string]Lease, map[string]bool, error) {
 	leases := map[string]Lease{}
 	workers := map[string]bool{}
 	now := t.now()
 	p := dynamodb.NewScanPaginator(t.ddb, &dynamodb.ScanInput{TableName: aws.String(t.table), ConsistentRead: aws.Bool(true)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
+		var missing *ddbtypes.ResourceNotFoundException
+		if errors.As(err, &missing) {
+			return nil, nil, fmt.Errorf("%w %s", ErrNoTable, t.table)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("scan lease table %s: %w", t.table, err)
 		}
@@ -137,7 +99,7 @@ func (t *LeaseTable) List(ctx context.Context) (map[string]Lease, map[string]boo
 
 // Acquire reads the row of shard and takes its lease, if no other worker
 // holds an unexpired one, returning the shard's checkpoint.
-func (t *LeaseTable) Acquire(s streamtally.Shard) (string, error) {
+func (t *Table) Acquire(s streamtally.Shard) (string, error) {
 	ctx := context.TODO()
 	out, err := t.ddb.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(t.table),
@@ -156,9 +118,6 @@ func (t *LeaseTable) Acquire(s streamtally.Shard) (string, error) {
 	return tk.Checkpoint, err
 }
 
-// ErrLeaseHeld means another worker holds an unexpired lease.
-var ErrLeaseHeld = errors.New("lease held by another worker")
-
 // Take takes the lease of shard as seen in its row (nil: the shard had
 // no row), if that row is unchanged and no other worker holds an
 // unexpired lease in it. It writes only the owner, the expiry and the
@@ -170,7 +129,7 @@ var ErrLeaseHeld = errors.New("lease held by another worker")
 // The library's claim rewrites the whole row from what it read a moment
 // before, which would drop the start time and could move a checkpoint
 // written meanwhile back.
-func (t *LeaseTable) Take(ctx context.Context, s streamtally.Shard, seen *Lease, startedAt time.Time) (Taken, error) {
+func (t *Table) Take(ctx context.Context, s streamtally.Shard, seen *Lease, startedAt time.Time) (Taken, error) {
 	now := t.now()
 	names := map[string]string{"#o": checkpoint.LeaseOwnerKey, "#t": checkpoint.LeaseTimeoutKey}
 	values := map[string]ddbtypes.AttributeValue{
@@ -229,7 +188,7 @@ func (t *LeaseTable) Take(ctx context.Context, s streamtally.Shard, seen *Lease,
 // MarkEnded checkpoints ShardEnd for a shard that has left the stream,
 // whose row is as seen and held by no live lease, so that its children
 // can be read.
-func (t *LeaseTable) MarkEnded(ctx context.Context, seen Lease) error {
+func (t *Table) MarkEnded(ctx context.Context, seen Lease) error {
 	names := map[string]string{"#c": checkpoint.SequenceNumberKey, "#o": checkpoint.LeaseOwnerKey}
 	values := map[string]ddbtypes.AttributeValue{":end": &ddbtypes.AttributeValueMemberS{Value: ShardEnd}}
 	cond := "attribute_not_exists(#o)"
@@ -271,16 +230,16 @@ func parseLease(it map[string]ddbtypes.AttributeValue) Lease {
 }
 
 // Renew extends this worker's lease of shard.
-func (t *LeaseTable) Renew(ctx context.Context, shard string) error {
+func (t *Table) Renew(ctx context.Context, shard string) error {
 	return t.updateOwned(ctx, shard, checkpoint.LeaseTimeoutKey, t.now().Add(t.duration).UTC().Format(time.RFC3339Nano))
 }
 
 // Checkpoint records that everything up to seq (or ShardEnd) is applied.
-func (t *LeaseTable) Checkpoint(ctx context.Context, shard, seq string) error {
+func (t *Table) Checkpoint(ctx context.Context, shard, seq string) error {
 	return t.updateOwned(ctx, shard, checkpoint.SequenceNumberKey, seq)
 }
 
-func (t *LeaseTable) updateOwned(ctx context.Context, shard, attr, value string) error {
+func (t *Table) updateOwned(ctx context.Context, shard, attr, value string) error {
 	_, err := t.ddb.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(t.table),
 		Key:                       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: shard}},
@@ -301,7 +260,7 @@ func (t *LeaseTable) updateOwned(ctx context.Context, shard, attr, value string)
 
 // Release gives up this worker's lease of shard so that another worker can
 // take it at once instead of waiting for it to expire.
-func (t *LeaseTable) Release(shard string) error {
+func (t *Table) Release(shard string) error {
 	err := t.kcl.RemoveLeaseOwner(shard)
 	var failed *ddbtypes.ConditionalCheckFailedException
 	if errors.As(err, &failed) {
@@ -314,7 +273,7 @@ func (t *LeaseTable) Release(shard string) error {
 }
 
 // Heartbeat announces that this worker is alive until now + duration.
-func (t *LeaseTable) Heartbeat(ctx context.Context) error {
+func (t *Table) Heartbeat(ctx context.Context) error {
 	_, err := t.ddb.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: aws.String(t.table),
 		Item: map[string]ddbtypes.AttributeValue{
@@ -330,7 +289,7 @@ func (t *LeaseTable) Heartbeat(ctx context.Context) error {
 }
 
 // Leave removes this worker's heartbeat row.
-func (t *LeaseTable) Leave(ctx context.Context) error {
+func (t *Table) Leave(ctx context.Context) error {
 	_, err := t.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName: aws.String(t.table),
 		Key:       map[string]ddbtypes.AttributeValue{checkpoint.LeaseKeyKey: &ddbtypes.AttributeValueMemberS{Value: workerRowPrefix + t.worker}},

@@ -1,19 +1,28 @@
-package consumer_test
+package lease_test
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
+	"math/rand/v2"
+	"os"
 	"reflect"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/streamtally/streamtally"
-	"github.com/streamtally/streamtally/consumer"
+	"github.com/streamtally/streamtally/internal/testenv"
+	"github.com/streamtally/streamtally/lease"
 )
 
 // shortLease keeps the tests that wait for an expiry short.
@@ -32,12 +41,12 @@ func newLeaseEnv(t *testing.T) *leaseEnv {
 	return &leaseEnv{t: t, ddb: newDynamo(t), app: "app-" + tableName(t), table: tableName(t)}
 }
 
-func (e *leaseEnv) worker(id string) *consumer.LeaseTable {
-	return consumer.NewLeaseTable(e.ddb, e.app, e.table, id, shortLease, testLogger(e.t))
+func (e *leaseEnv) worker(id string) *lease.Table {
+	return lease.NewTable(e.ddb, e.app, e.table, id, shortLease, testLogger(e.t))
 }
 
 // initWorker returns the lease table as worker id sees it, created if need be.
-func (e *leaseEnv) initWorker(id string) *consumer.LeaseTable {
+func (e *leaseEnv) initWorker(id string) *lease.Table {
 	e.t.Helper()
 	lt := e.worker(id)
 	if err := lt.Init(e.t.Context()); err != nil {
@@ -46,7 +55,7 @@ func (e *leaseEnv) initWorker(id string) *consumer.LeaseTable {
 	return lt
 }
 
-func (e *leaseEnv) list(lt *consumer.LeaseTable) (map[string]consumer.Lease, map[string]bool) {
+func (e *leaseEnv) list(lt *lease.Table) (map[string]lease.Lease, map[string]bool) {
 	e.t.Helper()
 	leases, workers, err := lt.List(e.t.Context())
 	if err != nil {
@@ -69,7 +78,7 @@ func (e *leaseEnv) row(shard string) map[string]ddbtypes.AttributeValue {
 	return out.Item
 }
 
-func (e *leaseEnv) acquire(lt *consumer.LeaseTable, s streamtally.Shard) string {
+func (e *leaseEnv) acquire(lt *lease.Table, s streamtally.Shard) string {
 	e.t.Helper()
 	cp, err := lt.Acquire(s)
 	if err != nil {
@@ -78,7 +87,7 @@ func (e *leaseEnv) acquire(lt *consumer.LeaseTable, s streamtally.Shard) string 
 	return cp
 }
 
-func (e *leaseEnv) checkpoint(lt *consumer.LeaseTable, shard, seq string) {
+func (e *leaseEnv) checkpoint(lt *lease.Table, shard, seq string) {
 	e.t.Helper()
 	if err := lt.Checkpoint(e.t.Context(), shard, seq); err != nil {
 		e.t.Fatalf("Checkpoint(%s, %s): %v", shard, seq, err)
@@ -192,10 +201,10 @@ func TestLeaseOldOwnerCannotRenewOrCheckpointAfterTakeover(t *testing.T) {
 	}
 	before := e.row("s1")
 
-	if err := a.Checkpoint(t.Context(), "s1", "150"); !errors.Is(err, consumer.ErrLeaseLost) {
+	if err := a.Checkpoint(t.Context(), "s1", "150"); !errors.Is(err, lease.ErrLeaseLost) {
 		t.Errorf("old owner's Checkpoint returned %v, want an error wrapping ErrLeaseLost", err)
 	}
-	if err := a.Renew(t.Context(), "s1"); !errors.Is(err, consumer.ErrLeaseLost) {
+	if err := a.Renew(t.Context(), "s1"); !errors.Is(err, lease.ErrLeaseLost) {
 		t.Errorf("old owner's Renew returned %v, want an error wrapping ErrLeaseLost", err)
 	}
 	after := e.row("s1")
@@ -208,10 +217,10 @@ func TestLeaseOldOwnerCannotRenewOrCheckpointAfterTakeover(t *testing.T) {
 
 	// A checkpoint or renewal of a shard that has no lease row is no
 	// ownership either.
-	if err := a.Checkpoint(t.Context(), "nobody", "1"); !errors.Is(err, consumer.ErrLeaseLost) {
+	if err := a.Checkpoint(t.Context(), "nobody", "1"); !errors.Is(err, lease.ErrLeaseLost) {
 		t.Errorf("Checkpoint of a shard without lease returned %v, want ErrLeaseLost", err)
 	}
-	if err := a.Renew(t.Context(), "nobody"); !errors.Is(err, consumer.ErrLeaseLost) {
+	if err := a.Renew(t.Context(), "nobody"); !errors.Is(err, lease.ErrLeaseLost) {
 		t.Errorf("Renew of a shard without lease returned %v, want ErrLeaseLost", err)
 	}
 	if leases, _ := e.list(a); len(leases) != 1 {
@@ -269,20 +278,20 @@ func TestLeaseHandoverKeepsCheckpoint(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name    string
-		handOff func(e *leaseEnv, old *consumer.LeaseTable)
+		handOff func(e *leaseEnv, old *lease.Table)
 		cp      string
 	}{
-		{"released", func(e *leaseEnv, old *consumer.LeaseTable) {
+		{"released", func(e *leaseEnv, old *lease.Table) {
 			if err := old.Release("s1"); err != nil {
 				e.t.Fatalf("Release: %v", err)
 			}
 		}, "000000000000000000123"},
-		{"expired", func(*leaseEnv, *consumer.LeaseTable) { waitExpiry() }, "000000000000000000456"},
-		{"released at shard end", func(e *leaseEnv, old *consumer.LeaseTable) {
+		{"expired", func(*leaseEnv, *lease.Table) { waitExpiry() }, "000000000000000000456"},
+		{"released at shard end", func(e *leaseEnv, old *lease.Table) {
 			if err := old.Release("s1"); err != nil {
 				e.t.Fatalf("Release: %v", err)
 			}
-		}, consumer.ShardEnd},
+		}, lease.ShardEnd},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -307,7 +316,7 @@ func TestHeartbeatRowsListAsWorkersNotLeases(t *testing.T) {
 	t.Parallel()
 	e := newLeaseEnv(t)
 	a, b := e.initWorker("a"), e.initWorker("b")
-	for _, lt := range []*consumer.LeaseTable{a, b} {
+	for _, lt := range []*lease.Table{a, b} {
 		if err := lt.Heartbeat(t.Context()); err != nil {
 			t.Fatalf("Heartbeat: %v", err)
 		}
@@ -337,4 +346,37 @@ func TestHeartbeatRowsListAsWorkersNotLeases(t *testing.T) {
 	if _, workers := e.list(a); len(workers) != 0 {
 		t.Errorf("after b's heartbeat expired, workers = %v, want none", workers)
 	}
+}
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func newDynamo(t *testing.T) *dynamodb.Client {
+	t.Helper()
+	endpoint := testenv.DynamoDB(t)
+	cfg, err := awsconfig.LoadDefaultConfig(t.Context(), awsconfig.WithRegion("us-east-1"),
+		awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("x", "x", "")))
+	if err != nil {
+		t.Fatalf("load AWS config: %v", err)
+	}
+	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(endpoint)
+		// DynamoDB Local sends no X-Amz-Crc32 on error responses, and the
+		// SDK then logs a spurious "failed to close HTTP response body"
+		// for every failed condition (aws/aws-sdk-go-v2#3545).
+		o.DisableValidateResponseChecksum = true
+	})
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
+
+func tableName(t *testing.T) string {
+	name := unsafeName.ReplaceAllString(t.Name(), "_")
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	return fmt.Sprintf("%s-%08x", name, rand.Uint32())
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
