@@ -15,7 +15,7 @@ bench: ## the benchmark table (docs/BENCHMARKS.md), about 12 minutes
 	scripts/bench.sh
 
 fuzz: ## each fuzzer for FUZZTIME (default 2m)
-	go test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) .
+	go test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./internal/ddbjson
 	go test -run '^$$' -fuzz '^FuzzFold$$' -fuzztime $(FUZZTIME) ./aggregate
 
 build:
