@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/streamtally/streamtally/deploy/ecs"
+	"github.com/streamtally/streamtally/internal/iamcheck"
 )
 
 // The IAM check: every DynamoDB and DynamoDB Streams request the streamtally
@@ -44,7 +44,7 @@ const (
 )
 
 type awsCall struct {
-	class  ecs.Class
+	class  iamcheck.Class
 	action string // dynamodb:<Operation>
 }
 
@@ -123,7 +123,7 @@ func record(target string, body []byte) {
 
 // classify maps a request to the IAM action it needs and the class of the
 // resource IAM checks it against.
-func classify(target string, body []byte) (ecs.Class, string, error) {
+func classify(target string, body []byte) (iamcheck.Class, string, error) {
 	service, op, ok := strings.Cut(target, ".")
 	if !ok || op == "" {
 		return "", "", fmt.Errorf("request without an X-Amz-Target operation (%q)", target)
@@ -153,16 +153,16 @@ func classify(target string, body []byte) (ecs.Class, string, error) {
 			if m == nil {
 				return "", "", fmt.Errorf("%s: stream ARN %q", target, in.StreamArn)
 			}
-			if c, err := tableClass(m[1]); err != nil || c != ecs.SourceTable {
+			if c, err := tableClass(m[1]); err != nil || c != iamcheck.SourceTable {
 				return "", "", fmt.Errorf("%s: stream of table %q, not of a data table", target, m[1])
 			}
-			return ecs.SourceStream, action, nil
+			return iamcheck.SourceStream, action, nil
 		case op == "GetRecords":
 			// Only an iterator in the request; IAM checks it against the
 			// stream the iterator belongs to.
-			return ecs.SourceStream, action, nil
+			return iamcheck.SourceStream, action, nil
 		case op == "ListStreams":
-			return ecs.AnyResource, action, nil
+			return iamcheck.AnyResource, action, nil
 		}
 		return "", "", fmt.Errorf("%s without a StreamArn: classify it in iam_test.go", target)
 	}
@@ -171,12 +171,12 @@ func classify(target string, body []byte) (ecs.Class, string, error) {
 
 var streamARN = regexp.MustCompile(`^arn:[^:]+:dynamodb:[^:]*:[^:]*:table/([^/]+)/stream/[^/]+$`)
 
-func tableClass(name string) (ecs.Class, error) {
+func tableClass(name string) (iamcheck.Class, error) {
 	switch {
 	case strings.HasPrefix(name, dataTablePrefix):
-		return ecs.SourceTable, nil
+		return iamcheck.SourceTable, nil
 	case strings.HasPrefix(name, leaseTablePrefix):
-		return ecs.LeaseTable, nil
+		return iamcheck.LeaseTable, nil
 	}
 	return "", fmt.Errorf("table %q is neither a data table (%s...) nor a lease table (%s...)", name, dataTablePrefix, leaseTablePrefix)
 }
@@ -202,7 +202,7 @@ func checkIAM(stdout, stderr io.Writer) int {
 		sort.Strings(lines)
 		return fail("    requests the check cannot map to an IAM action and resource:\n%s\n", strings.Join(lines, "\n"))
 	}
-	observed := ecs.Grants{}
+	observed := iamcheck.Grants{}
 	for c := range r.calls {
 		observed.Add(c.class, c.action)
 	}
@@ -233,21 +233,21 @@ func checkIAM(stdout, stderr io.Writer) int {
 // iamProblems compares the observed calls with the task role's policy in
 // both deploy/ecs files, per resource class. Grants never called count only
 // when whole (every test ran).
-func iamProblems(observed ecs.Grants, whole bool) []string {
+func iamProblems(observed iamcheck.Grants, whole bool) []string {
 	var problems []string
 	for _, file := range []struct {
-		name string
-		load func(string) (ecs.Grants, error)
+		name, path string
+		load       func(string) (iamcheck.Grants, error)
 	}{
-		{"deploy/ecs/iam-policy.json", ecs.LoadPolicy},
-		{"deploy/ecs/cloudformation.yaml (task role)", ecs.TaskRoleGrants},
+		{"deploy/ecs/iam-policy.json", "../../deploy/ecs/iam-policy.json", iamcheck.LoadPolicy},
+		{"deploy/ecs/cloudformation.yaml (task role)", "../../deploy/ecs/cloudformation.yaml", iamcheck.TaskRoleGrants},
 	} {
-		granted, err := file.load("")
+		granted, err := file.load(file.path)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("    %s: %v", file.name, err))
 			continue
 		}
-		missing, unused := ecs.Diff(observed, granted)
+		missing, unused := iamcheck.Diff(observed, granted)
 		for _, m := range missing {
 			problems = append(problems, fmt.Sprintf("    %s does not grant %s, which the binary calls", file.name, m))
 		}
@@ -287,16 +287,16 @@ func TestIAMClassifiesRequests(t *testing.T) {
 	const arn = "arn:aws:dynamodb:ddblocal:000000000000:table/Donations_x1/stream/2026-01-01T00:00:00.000"
 	for _, c := range []struct {
 		target, body string
-		class        ecs.Class
+		class        iamcheck.Class
 		action       string
 	}{
-		{"DynamoDB_20120810.DescribeTable", `{"TableName":"Donations_x1"}`, ecs.SourceTable, "dynamodb:DescribeTable"},
-		{"DynamoDB_20120810.DescribeTable", `{"TableName":"app_x1"}`, ecs.LeaseTable, "dynamodb:DescribeTable"},
-		{"DynamoDB_20120810.UpdateItem", `{"TableName":"app_x1","Key":{}}`, ecs.LeaseTable, "dynamodb:UpdateItem"},
-		{"DynamoDBStreams_20120810.DescribeStream", `{"StreamArn":"` + arn + `","Limit":1}`, ecs.SourceStream, "dynamodb:DescribeStream"},
-		{"DynamoDBStreams_20120810.GetShardIterator", `{"StreamArn":"` + arn + `","ShardId":"s"}`, ecs.SourceStream, "dynamodb:GetShardIterator"},
-		{"DynamoDBStreams_20120810.GetRecords", `{"ShardIterator":"abc"}`, ecs.SourceStream, "dynamodb:GetRecords"},
-		{"DynamoDBStreams_20120810.ListStreams", `{"TableName":"Donations_x1"}`, ecs.AnyResource, "dynamodb:ListStreams"},
+		{"DynamoDB_20120810.DescribeTable", `{"TableName":"Donations_x1"}`, iamcheck.SourceTable, "dynamodb:DescribeTable"},
+		{"DynamoDB_20120810.DescribeTable", `{"TableName":"app_x1"}`, iamcheck.LeaseTable, "dynamodb:DescribeTable"},
+		{"DynamoDB_20120810.UpdateItem", `{"TableName":"app_x1","Key":{}}`, iamcheck.LeaseTable, "dynamodb:UpdateItem"},
+		{"DynamoDBStreams_20120810.DescribeStream", `{"StreamArn":"` + arn + `","Limit":1}`, iamcheck.SourceStream, "dynamodb:DescribeStream"},
+		{"DynamoDBStreams_20120810.GetShardIterator", `{"StreamArn":"` + arn + `","ShardId":"s"}`, iamcheck.SourceStream, "dynamodb:GetShardIterator"},
+		{"DynamoDBStreams_20120810.GetRecords", `{"ShardIterator":"abc"}`, iamcheck.SourceStream, "dynamodb:GetRecords"},
+		{"DynamoDBStreams_20120810.ListStreams", `{"TableName":"Donations_x1"}`, iamcheck.AnyResource, "dynamodb:ListStreams"},
 	} {
 		class, action, err := classify(c.target, []byte(c.body))
 		if err != nil || class != c.class || action != c.action {
@@ -319,15 +319,15 @@ func TestIAMClassifiesRequests(t *testing.T) {
 // TestIAMCheckNamesMissingAndUnusedGrants feeds the comparison a call the
 // policy lacks and leaves out one it grants.
 func TestIAMCheckNamesMissingAndUnusedGrants(t *testing.T) {
-	observed, err := ecs.LoadPolicy("")
+	observed, err := iamcheck.LoadPolicy("../../deploy/ecs/iam-policy.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(iamProblems(observed, true)) != 0 {
 		t.Fatalf("exactly the granted calls: %v", iamProblems(observed, true))
 	}
-	observed[ecs.LeaseTable] = slices.DeleteFunc(slices.Clone(observed[ecs.LeaseTable]), func(a string) bool { return a == "dynamodb:DeleteItem" })
-	observed.Add(ecs.SourceTable, "dynamodb:Query")
+	observed[iamcheck.LeaseTable] = slices.DeleteFunc(slices.Clone(observed[iamcheck.LeaseTable]), func(a string) bool { return a == "dynamodb:DeleteItem" })
+	observed.Add(iamcheck.SourceTable, "dynamodb:Query")
 	got := strings.Join(iamProblems(observed, true), "\n")
 	for _, want := range []string{
 		"deploy/ecs/iam-policy.json does not grant dynamodb:Query on the source table, which the binary calls",

@@ -1,4 +1,4 @@
-package ecs
+package ecs_test
 
 import (
 	"encoding/json"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamtally/streamtally/config"
+	"github.com/streamtally/streamtally/internal/iamcheck"
 )
 
 // The IAM policy against the operations the binary calls is checked by the
@@ -22,7 +23,7 @@ import (
 
 func loadJSON(t *testing.T, name string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(Dir(), name))
+	b, err := os.ReadFile(filepath.Join(".", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +34,9 @@ func loadJSON(t *testing.T, name string) map[string]any {
 	return m
 }
 
-func loadTemplate(t *testing.T) *Template {
+func loadTemplate(t *testing.T) *iamcheck.Template {
 	t.Helper()
-	tpl, err := LoadTemplate("")
+	tpl, err := iamcheck.LoadTemplate("cloudformation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func loadTemplate(t *testing.T) *Template {
 
 func repoFile(t *testing.T, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(Dir(), "..", "..", rel))
+	b, err := os.ReadFile(filepath.Join("..", "..", rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,31 +53,31 @@ func repoFile(t *testing.T, rel string) string {
 }
 
 func TestPolicyScopesEveryActionToOneResource(t *testing.T) {
-	g, err := LoadPolicy("")
+	g, err := iamcheck.LoadPolicy("iam-policy.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("iam-policy.json grants:\n%s", g)
-	for _, c := range []Class{SourceTable, SourceStream, LeaseTable} {
+	for _, c := range []iamcheck.Class{iamcheck.SourceTable, iamcheck.SourceStream, iamcheck.LeaseTable} {
 		if len(g[c]) == 0 {
 			t.Errorf("nothing granted on the %s", c)
 		}
 	}
-	if len(g[AnyResource]) > 0 {
-		t.Errorf("actions on every resource: %v", g[AnyResource])
+	if len(g[iamcheck.AnyResource]) > 0 {
+		t.Errorf("actions on every resource: %v", g[iamcheck.AnyResource])
 	}
 }
 
 func TestTemplateTaskRoleGrantsTheSameAsThePolicyFile(t *testing.T) {
-	want, err := LoadPolicy("")
+	want, err := iamcheck.LoadPolicy("iam-policy.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := TaskRoleGrants("")
+	got, err := iamcheck.TaskRoleGrants("cloudformation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	missing, extra := Diff(want, got)
+	missing, extra := iamcheck.Diff(want, got)
 	for _, m := range missing {
 		t.Errorf("iam-policy.json grants %s, the template's task role does not", m)
 	}
@@ -102,24 +103,24 @@ func TestPolicyGrantsRefusesWhatCannotBeChecked(t *testing.T) {
 		if err := json.Unmarshal([]byte(`{"Version":"2012-10-17","Statement":[`+stmt+`]}`), &doc); err != nil {
 			t.Fatal(err)
 		}
-		if g, err := PolicyGrants(doc); err == nil {
+		if g, err := iamcheck.PolicyGrants(doc); err == nil {
 			t.Errorf("%s: accepted, grants %v", name, g)
 		}
 	}
-	for res, want := range map[string]Class{
-		"*": AnyResource,
-		"arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}":          SourceTable,
-		"arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}/stream/*": SourceStream,
-		"arn:aws:dynamodb:${Region}:${AccountId}:table/${AppName}":                                    LeaseTable,
+	for res, want := range map[string]iamcheck.Class{
+		"*": iamcheck.AnyResource,
+		"arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}":          iamcheck.SourceTable,
+		"arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}/stream/*": iamcheck.SourceStream,
+		"arn:aws:dynamodb:${Region}:${AccountId}:table/${AppName}":                                    iamcheck.LeaseTable,
 	} {
-		if got, err := ClassOf(res); err != nil || got != want {
+		if got, err := iamcheck.ClassOf(res); err != nil || got != want {
 			t.Errorf("ClassOf(%s) = %q, %v; want %q", res, got, err, want)
 		}
 	}
 }
 
 func TestShortTagsBecomeIntrinsicFunctions(t *testing.T) {
-	tpl, err := ParseTemplate([]byte(`
+	tpl, err := iamcheck.ParseTemplate([]byte(`
 Parameters:
   P: {Type: String}
 Resources:
@@ -141,7 +142,7 @@ Resources:
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
-	if _, err := ParseTemplate([]byte("Resources:\n  R: {Type: X, Properties: {A: !Bogus x}}\n")); err == nil {
+	if _, err := iamcheck.ParseTemplate([]byte("Resources:\n  R: {Type: X, Properties: {A: !Bogus x}}\n")); err == nil {
 		t.Fatal("unknown tag accepted")
 	}
 }
@@ -258,7 +259,7 @@ func TestTemplateTaskDefinitionMatchesTheFile(t *testing.T) {
 	}
 }
 
-func compare(tpl *Template, path string, want, got any) []string {
+func compare(tpl *iamcheck.Template, path string, want, got any) []string {
 	if m, ok := got.(map[string]any); ok && len(m) == 1 {
 		for fn, arg := range m {
 			switch fn {
@@ -323,7 +324,7 @@ func compare(tpl *Template, path string, want, got any) []string {
 	return nil
 }
 
-func refMatches(tpl *Template, name string, want any) bool {
+func refMatches(tpl *iamcheck.Template, name string, want any) bool {
 	s, ok := want.(string)
 	if !ok {
 		return false
@@ -444,7 +445,7 @@ var pseudo = map[string]bool{"AWS::AccountId": true, "AWS::NoValue": true, "AWS:
 
 // checkReferences resolves every Ref, GetAtt, ${} in Sub and condition
 // name, and fails on parameters nothing uses.
-func checkReferences(t *testing.T, tpl *Template) {
+func checkReferences(t *testing.T, tpl *iamcheck.Template) {
 	used := map[string]bool{}
 	refName := func(where, name string) {
 		base, _, _ := strings.Cut(name, ".")
@@ -515,13 +516,13 @@ func checkReferences(t *testing.T, tpl *Template) {
 // TestPlaceholdersAreDocumented checks that every ${X} the JSON files
 // carry is explained in deploy/ecs/README.md.
 func TestPlaceholdersAreDocumented(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(Dir(), "README.md"))
+	readme, err := os.ReadFile(filepath.Join(".", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`\$\{[A-Za-z]+\}`)
 	for _, f := range []string{"task-definition.json", "iam-policy.json"} {
-		b, err := os.ReadFile(filepath.Join(Dir(), f))
+		b, err := os.ReadFile(filepath.Join(".", f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -536,7 +537,7 @@ func TestPlaceholdersAreDocumented(t *testing.T) {
 // TestBakedViewsFileLoads loads the README's example views file with the
 // task definition's environment, as the container would.
 func TestBakedViewsFileLoads(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(Dir(), "README.md"))
+	readme, err := os.ReadFile(filepath.Join(".", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,15 @@
-// Package ecs reads the ECS deployment files in this directory (the IAM
-// policy, the task definition and the CloudFormation template), so tests can
-// hold them against each other and against the AWS operations the binary
-// really calls.
-package ecs
+// Package iamcheck reads IAM policies, in a policy file or in a
+// CloudFormation template's roles, into the DynamoDB actions they grant per
+// resource class, so tests can hold the deployment files (deploy/ecs)
+// against each other and against the AWS operations the binary really
+// calls.
+package iamcheck
 
 import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -90,13 +89,6 @@ func union(a, b Grants) []Class {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// Dir returns this directory (deploy/ecs), found from this source file, so
-// tests in any package can read the deployment files.
-func Dir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(file)
 }
 
 // resourceARN matches the DynamoDB ARNs the policies may name, with the
@@ -207,11 +199,8 @@ func strings1(v any) ([]string, error) {
 	return nil, fmt.Errorf("%v: want a string, a list of strings or !Sub of a string", v)
 }
 
-// LoadPolicy reads an IAM policy JSON file, iam-policy.json by default.
+// LoadPolicy reads an IAM policy JSON file.
 func LoadPolicy(path string) (Grants, error) {
-	if path == "" {
-		path = filepath.Join(Dir(), "iam-policy.json")
-	}
 	var doc any
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -244,12 +233,8 @@ type Resource struct {
 	Properties map[string]any
 }
 
-// LoadTemplate reads a CloudFormation YAML template, cloudformation.yaml by
-// default.
+// LoadTemplate reads a CloudFormation YAML template.
 func LoadTemplate(path string) (*Template, error) {
-	if path == "" {
-		path = filepath.Join(Dir(), "cloudformation.yaml")
-	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -460,8 +445,8 @@ func (t *Template) RoleGrants(role string) (Grants, error) {
 	return all, nil
 }
 
-// TaskRoleGrants loads cloudformation.yaml (or path) and returns the grants
-// of the role its task definition runs as.
+// TaskRoleGrants loads the template at path and returns the grants of the
+// role its task definition runs as.
 func TaskRoleGrants(path string) (Grants, error) {
 	t, err := LoadTemplate(path)
 	if err != nil {
