@@ -217,9 +217,9 @@ func at(email, platform, amount, when, status string) streamtally.Image {
 
 type bucketWant map[string]map[string]want // bucket name -> group -> want
 
-func checkBuckets(t *testing.T, v *View, got map[int64]map[string]*GroupDelta, w bucketWant) {
+func checkBuckets(t *testing.T, v *View, got map[int64]map[string]*Counters, w bucketWant) {
 	t.Helper()
-	names := map[string]map[string]*GroupDelta{}
+	names := map[string]map[string]*Counters{}
 	for b, gs := range got {
 		names[BucketName(b)] = gs
 	}
@@ -382,7 +382,7 @@ func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
 				items = append(items, re(img))
 			}
 			for _, v := range views {
-				got := map[int64]map[string]*GroupDelta{}
+				got := map[int64]map[string]*Counters{}
 				fence, next := streamtally.Seq(""), 0
 				for next < len(recs) {
 					start := next
@@ -393,12 +393,12 @@ func TestBucketTotalsEqualsFoldOfRandomHistory(t *testing.T) {
 					d := v.Fold("shard-1", fence, recs[start:end], nil)
 					for b, gs := range d.Buckets {
 						if got[b] == nil {
-							got[b] = map[string]*GroupDelta{}
+							got[b] = map[string]*Counters{}
 						}
 						for k, g := range gs {
 							acc := got[b][k]
 							if acc == nil {
-								acc = &GroupDelta{Sums: make([]Decimal, v.SumCount())}
+								acc = &Counters{Sums: make([]Decimal, v.SumCount())}
 								got[b][k] = acc
 							}
 							acc.Count += g.Count

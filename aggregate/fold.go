@@ -4,13 +4,14 @@ import (
 	"github.com/streamtally/streamtally"
 )
 
-// GroupDelta is the net change of one group.
-type GroupDelta struct {
-	Count int64     // items entering minus items leaving
+// Counters are one group's item count and sums: in a Delta the net change
+// a batch makes, in Totals the whole value a scan gives.
+type Counters struct {
+	Count int64     // items (in a Delta: entering minus leaving)
 	Sums  []Decimal // one per sum measure, in View.SumIndex order
 }
 
-func (g *GroupDelta) isZero() bool {
+func (g *Counters) isZero() bool {
 	if g.Count != 0 {
 		return false
 	}
@@ -32,10 +33,10 @@ type Delta struct {
 	Through streamtally.Seq // the last sequence number folded in
 	Records int             // records folded in (after the fence)
 	// Groups holds the net change per group of a view without buckets.
-	Groups map[string]*GroupDelta
+	Groups map[string]*Counters
 	// Buckets holds, for a bucketed view, the net change per bucket (its
 	// start in Unix seconds) and group; Groups is then empty.
-	Buckets map[int64]map[string]*GroupDelta
+	Buckets map[int64]map[string]*Counters
 	// NewEpoch asks the store to start a new epoch of the view with this
 	// delta, unless the view's epoch is no longer EpochSeen: another
 	// reader started one since, and versions after it are new already.
@@ -58,10 +59,10 @@ type Rejection struct {
 // touches, not with its records. reject, if not nil, hears of every new
 // image that contributes nothing.
 func (v *View) Fold(shard string, after streamtally.Seq, recs []streamtally.Record, reject func(Rejection)) *Delta {
-	d := &Delta{View: v, Shard: shard, After: after, Through: after, Groups: map[string]*GroupDelta{}}
+	d := &Delta{View: v, Shard: shard, After: after, Through: after, Groups: map[string]*Counters{}}
 	var nowMS int64
 	if v.bucket != nil {
-		d.Buckets = map[int64]map[string]*GroupDelta{}
+		d.Buckets = map[int64]map[string]*Counters{}
 		nowMS = v.now().UnixMilli()
 	}
 	for i := range recs {
@@ -169,13 +170,13 @@ func (d *Delta) add(c Contribution, sign int64, nowMS int64) {
 		}
 		groups = d.Buckets[c.Bucket]
 		if groups == nil {
-			groups = map[string]*GroupDelta{}
+			groups = map[string]*Counters{}
 			d.Buckets[c.Bucket] = groups
 		}
 	}
 	g := groups[c.Group]
 	if g == nil {
-		g = &GroupDelta{}
+		g = &Counters{}
 		if n := d.View.SumCount(); n > 0 {
 			g.Sums = make([]Decimal, n)
 		}
@@ -193,14 +194,14 @@ func (d *Delta) add(c Contribution, sign int64, nowMS int64) {
 // Totals computes a view without buckets from scratch over a set of
 // items, as a full scan would: the reference every incremental result must
 // equal.
-func (v *View) Totals(items []streamtally.Image) map[string]*GroupDelta {
+func (v *View) Totals(items []streamtally.Image) map[string]*Counters {
 	return v.scan(items).Groups
 }
 
 // BucketTotals is Totals for a bucketed view: per bucket start (Unix
 // seconds) and group, leaving out buckets past their retention. It is the
 // reference only for a Recomputable view.
-func (v *View) BucketTotals(items []streamtally.Image) map[int64]map[string]*GroupDelta {
+func (v *View) BucketTotals(items []streamtally.Image) map[int64]map[string]*Counters {
 	return v.scan(items).Buckets
 }
 

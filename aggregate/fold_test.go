@@ -92,7 +92,7 @@ type want struct {
 
 // checkGroups compares groups with w exactly: same group keys, counts and
 // canonical sums.
-func checkGroups(t *testing.T, v *View, got map[string]*GroupDelta, w map[string]want) {
+func checkGroups(t *testing.T, v *View, got map[string]*Counters, w map[string]want) {
 	t.Helper()
 	if gk, wk := slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(w)); !slices.Equal(gk, wk) {
 		t.Errorf("groups = %q, want %q", gk, wk)
@@ -455,8 +455,8 @@ func randomHistory(r *rand.Rand, n int) ([]streamtally.Record, map[string]stream
 // foldInRandomBatches folds recs in random batch sizes, sometimes
 // re-reading records already folded (as a replay after a crash would), and
 // sums the deltas.
-func foldInRandomBatches(r *rand.Rand, v *View, recs []streamtally.Record) map[string]*GroupDelta {
-	total := map[string]*GroupDelta{}
+func foldInRandomBatches(r *rand.Rand, v *View, recs []streamtally.Record) map[string]*Counters {
+	total := map[string]*Counters{}
 	fence, next := streamtally.Seq(""), 0
 	for next < len(recs) {
 		start := next
@@ -471,7 +471,7 @@ func foldInRandomBatches(r *rand.Rand, v *View, recs []streamtally.Record) map[s
 		for k, g := range d.Groups {
 			acc := total[k]
 			if acc == nil {
-				acc = &GroupDelta{Sums: make([]Decimal, v.SumCount())}
+				acc = &Counters{Sums: make([]Decimal, v.SumCount())}
 				total[k] = acc
 			}
 			acc.Count += g.Count
@@ -489,7 +489,7 @@ func foldInRandomBatches(r *rand.Rand, v *View, recs []streamtally.Record) map[s
 	return total
 }
 
-func checkSameGroups(t *testing.T, v *View, got, want map[string]*GroupDelta) {
+func checkSameGroups(t *testing.T, v *View, got, want map[string]*Counters) {
 	t.Helper()
 	if gk, wk := slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)); !slices.Equal(gk, wk) {
 		t.Fatalf("view %s: folded groups %q, full scan %q", v.Name, gk, wk)

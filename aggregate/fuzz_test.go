@@ -115,7 +115,7 @@ func checkFold(t *testing.T, v *View, r streamtally.Record) {
 		got := v.Fold("shard", "", []streamtally.Record{r, gone}, nil)
 		want := v.Fold("shard", "", []streamtally.Record{{Event: streamtally.Remove, Old: r.Old, SequenceNumber: "1"}}, nil)
 		if r.Old == nil || r.Event == streamtally.Insert {
-			want.Groups = map[string]*GroupDelta{}
+			want.Groups = map[string]*Counters{}
 		}
 		if g, w := groupsText(v, got.Groups), groupsText(v, want.Groups); !maps.EqualFunc(g, w, slices.Equal[[]string]) {
 			t.Fatalf("view %s: record then REMOVE of its new image left %v, want %v", v.Name, g, w)
@@ -159,7 +159,7 @@ func checkContribution(t *testing.T, v *View, c Contribution) {
 }
 
 // groupsText renders groups for comparison: count and canonical sums.
-func groupsText(v *View, gs map[string]*GroupDelta) map[string][]string {
+func groupsText(v *View, gs map[string]*Counters) map[string][]string {
 	out := map[string][]string{}
 	for k, g := range gs {
 		row := []string{strconv.FormatInt(g.Count, 10)}

@@ -112,7 +112,7 @@ func TestTallyMarksViewLostWhenStoreForgotAppliedRecords(t *testing.T) {
 
 			// A rebuild swaps in the view as of record 7, and clears lost:
 			// the daemon applies it again from there, not from its cache.
-			store.rebuilt("lossy", "s1", "7", map[string]*GroupDelta{"Web": {Count: 3, Sums: []Decimal{MustDecimal("8")}}})
+			store.rebuilt("lossy", "s1", "7", map[string]*Counters{"Web": {Count: 3, Sums: []Decimal{MustDecimal("8")}}})
 			if err := tally.HandleBatch(ctx, "s1", "6", numbered("s1", 7, insert(item("f", "Web", "1")), insert(item("g", "Phone", "2")))); err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestTallyMovesFenceForBatchWithoutGroups(t *testing.T) {
 	}
 }
 
-func fmtTotals(t map[string]*GroupDelta) string {
+func fmtTotals(t map[string]*Counters) string {
 	keys := make([]string, 0, len(t))
 	for k := range t {
 		keys = append(keys, k)

@@ -18,7 +18,7 @@ import (
 type memStore struct {
 	mu       sync.Mutex
 	fences   map[string]map[string]streamtally.Seq // shard -> view -> fence
-	totals   map[string]map[string]*GroupDelta     // view -> group -> totals
+	totals   map[string]map[string]*Counters     // view -> group -> totals
 	held     map[string]bool                       // views ever applied
 	lost     map[string]string                     // view -> why it was marked lost
 	applied  []*Delta                              // every Apply call, in order
@@ -31,7 +31,7 @@ type memStore struct {
 }
 
 func newMemStore() *memStore {
-	return &memStore{fences: map[string]map[string]streamtally.Seq{}, totals: map[string]map[string]*GroupDelta{},
+	return &memStore{fences: map[string]map[string]streamtally.Seq{}, totals: map[string]map[string]*Counters{},
 		held: map[string]bool{}, lost: map[string]string{}}
 }
 
@@ -114,13 +114,13 @@ func (s *memStore) applyLocked(d *Delta) error {
 	s.held[d.View.Name] = true
 	t := s.totals[d.View.Name]
 	if t == nil {
-		t = map[string]*GroupDelta{}
+		t = map[string]*Counters{}
 		s.totals[d.View.Name] = t
 	}
 	for k, g := range d.Groups {
 		acc := t[k]
 		if acc == nil {
-			acc = &GroupDelta{Sums: make([]Decimal, d.View.SumCount())}
+			acc = &Counters{Sums: make([]Decimal, d.View.SumCount())}
 			t[k] = acc
 		}
 		acc.Count += g.Count
@@ -146,7 +146,7 @@ func (s *memStore) otherWorker(v *View, shard string, recs []streamtally.Record)
 
 // rebuilt stands for a rebuild's swap: view holds totals, its fence for
 // shard is fence, and it is no longer lost.
-func (s *memStore) rebuilt(view, shard string, fence streamtally.Seq, totals map[string]*GroupDelta) {
+func (s *memStore) rebuilt(view, shard string, fence streamtally.Seq, totals map[string]*Counters) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.lost, view)

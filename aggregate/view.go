@@ -61,11 +61,11 @@ func NewViews(cs []Spec) []*View {
 	return vs
 }
 
-// SumCount is how many sum measures the view has; GroupDelta.Sums has
+// SumCount is how many sum measures the view has; Counters.Sums has
 // this length.
 func (v *View) SumCount() int { return len(v.sums) }
 
-// SumIndex maps the i-th measure to its slot in GroupDelta.Sums, or -1 for
+// SumIndex maps the i-th measure to its slot in Counters.Sums, or -1 for
 // a count measure.
 func (v *View) SumIndex(i int) int {
 	for j, m := range v.sums {

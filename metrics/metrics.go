@@ -172,9 +172,9 @@ var (
 	descLeasesHeld  = prometheus.NewDesc("streamtally_leases_held", "Shard leases this process holds.", nil, nil)
 	descViewLost    = prometheus.NewDesc("streamtally_view_lost",
 		"1 while the view is lost: Redis lost data the stream can no longer replay, so its counters are incomplete and no longer updated.", []string{"view"}, nil)
-	descLeasesTaken  = counter("leases_taken_total", "Shard leases taken.")
-	descLeasesLost   = counter("leases_lost_total", "Shard leases lost to another worker.")
-	descLeasesReleas = counter("leases_released_total", "Shard leases released (shutdown, shard end, or sharing).")
+	descLeasesTaken    = counter("leases_taken_total", "Shard leases taken.")
+	descLeasesLost     = counter("leases_lost_total", "Shard leases lost to another worker.")
+	descLeasesReleased = counter("leases_released_total", "Shard leases released (shutdown, shard end, or sharing).")
 )
 
 // descDeadLetters counts the rejections that are bad data, as distinct
@@ -190,7 +190,7 @@ func counter(name, help string) *prometheus.Desc {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIteratorAge, descCheckpointLag, descShardRecords, descShardBatches,
 		descRecords, descBatches, descBad, descReplayed, descMoved, descApplyErrors, descReadErrors, descExpired,
-		descTrimmed, descGone, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleas, descViewLost} {
+		descTrimmed, descGone, descLeasesHeld, descLeasesTaken, descLeasesLost, descLeasesReleased, descViewLost} {
 		ch <- d
 	}
 	ch <- descDeadLetters
@@ -216,7 +216,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		descReplayed: ts.Replayed.Load(), descMoved: ts.Moved.Load(),
 		descApplyErrors: ws.ApplyErrors.Load(), descReadErrors: ws.ReadErrors.Load(),
 		descExpired: ws.ExpiredIterators.Load(), descTrimmed: ws.Trimmed.Load(), descGone: ws.Gone.Load(),
-		descLeasesTaken: ws.LeasesTaken.Load(), descLeasesLost: ws.LeasesLost.Load(), descLeasesReleas: ws.LeasesReleased.Load(),
+		descLeasesTaken: ws.LeasesTaken.Load(), descLeasesLost: ws.LeasesLost.Load(), descLeasesReleased: ws.LeasesReleased.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 	}

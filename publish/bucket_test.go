@@ -48,7 +48,7 @@ func hourlyView(name, timeAttr string, retention time.Duration) *aggregate.View 
 // mkBucketDelta is mkDelta for a bucketed view: groups per bucket name.
 func mkBucketDelta(v *aggregate.View, shard, after, through string, buckets map[string]map[string]gd) *aggregate.Delta {
 	d := mkDelta(v, shard, after, through, nil)
-	d.Buckets = map[int64]map[string]*aggregate.GroupDelta{}
+	d.Buckets = map[int64]map[string]*aggregate.Counters{}
 	for name, groups := range buckets {
 		t, err := time.Parse(time.RFC3339, name)
 		if err != nil {

@@ -127,12 +127,12 @@ type gd struct {
 }
 
 func mkDelta(v *aggregate.View, shard, after, through string, groups map[string]gd) *aggregate.Delta {
-	d := &aggregate.Delta{View: v, Shard: shard, After: streamtally.Seq(after), Through: streamtally.Seq(through), Records: 1, Groups: map[string]*aggregate.GroupDelta{}}
+	d := &aggregate.Delta{View: v, Shard: shard, After: streamtally.Seq(after), Through: streamtally.Seq(through), Records: 1, Groups: map[string]*aggregate.Counters{}}
 	for g, x := range groups {
 		if len(x.sums) != v.SumCount() {
 			panic(fmt.Sprintf("group %s: %d sums for a view with %d", g, len(x.sums), v.SumCount()))
 		}
-		gdl := &aggregate.GroupDelta{Count: x.count}
+		gdl := &aggregate.Counters{Count: x.count}
 		for _, s := range x.sums {
 			gdl.Sums = append(gdl.Sums, aggregate.MustDecimal(s))
 		}

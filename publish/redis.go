@@ -243,7 +243,7 @@ func (r *Redis) bucketArgs(d *aggregate.Delta, k Keys, ts int64) ([]string, []an
 	return keys, args
 }
 
-func appendGroups(args []any, gds map[string]*aggregate.GroupDelta, groups []string) []any {
+func appendGroups(args []any, gds map[string]*aggregate.Counters, groups []string) []any {
 	for _, g := range groups {
 		gd := gds[g]
 		args = append(args, g, gd.Count)
@@ -254,7 +254,7 @@ func appendGroups(args []any, gds map[string]*aggregate.GroupDelta, groups []str
 	return args
 }
 
-func sortedGroups(gds map[string]*aggregate.GroupDelta) []string {
+func sortedGroups(gds map[string]*aggregate.Counters) []string {
 	gs := make([]string, 0, len(gds))
 	for g := range gds {
 		gs = append(gs, g)
@@ -277,7 +277,7 @@ func message(d *aggregate.Delta, groups []string, ts int64) string {
 
 // bucketPart is one bucket's member of a bucketed view's "buckets"
 // object; "" when no value of it visibly changed, and it is left out.
-func bucketPart(v *aggregate.View, name string, gds map[string]*aggregate.GroupDelta, groups []string) string {
+func bucketPart(v *aggregate.View, name string, gds map[string]*aggregate.Counters, groups []string) string {
 	var b, inner strings.Builder
 	if !writeMeasures(&inner, v, gds, groups) {
 		return ""
@@ -301,7 +301,7 @@ func messageHead(view string) (head, mid string) {
 
 // writeMeasures writes, per measure, the groups whose value changed, as
 // the members of a JSON object, and reports whether it wrote any.
-func writeMeasures(b *strings.Builder, v *aggregate.View, gds map[string]*aggregate.GroupDelta, groups []string) bool {
+func writeMeasures(b *strings.Builder, v *aggregate.View, gds map[string]*aggregate.Counters, groups []string) bool {
 	first := true
 	for i, m := range v.Measures {
 		si := v.SumIndex(i)

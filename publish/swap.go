@@ -280,17 +280,17 @@ func (c *Claim) Release(ctx context.Context) error {
 // WriteNext writes groups, as whole values, into the view's fresh keys,
 // in chunks. A group with no items is deleted from them, as the apply
 // script does with the live keys.
-func (c *Claim) WriteNext(ctx context.Context, groups map[string]*aggregate.GroupDelta) error {
+func (c *Claim) WriteNext(ctx context.Context, groups map[string]*aggregate.Counters) error {
 	if c.view.Bucketed() {
 		return fmt.Errorf("write fresh keys of view %s: the view has buckets", c.view.Name)
 	}
-	return c.write(ctx, map[int64]map[string]*aggregate.GroupDelta{0: groups})
+	return c.write(ctx, map[int64]map[string]*aggregate.Counters{0: groups})
 }
 
 // WriteNextBuckets is WriteNext for a bucketed view: groups per bucket
 // start. Each bucket's fresh hashes expire with the bucket, and the swap
 // keeps that expiry.
-func (c *Claim) WriteNextBuckets(ctx context.Context, buckets map[int64]map[string]*aggregate.GroupDelta) error {
+func (c *Claim) WriteNextBuckets(ctx context.Context, buckets map[int64]map[string]*aggregate.Counters) error {
 	if !c.view.Bucketed() {
 		return fmt.Errorf("write fresh keys of view %s: the view has no buckets", c.view.Name)
 	}
@@ -300,7 +300,7 @@ func (c *Claim) WriteNextBuckets(ctx context.Context, buckets map[int64]map[stri
 // write sends buckets to the fresh-key script in calls of about
 // freshChunk groups, across buckets: many small buckets do not cost a
 // round trip each.
-func (c *Claim) write(ctx context.Context, buckets map[int64]map[string]*aggregate.GroupDelta) error {
+func (c *Claim) write(ctx context.Context, buckets map[int64]map[string]*aggregate.Counters) error {
 	v := c.view
 	var kinds strings.Builder
 	for _, m := range v.Measures {

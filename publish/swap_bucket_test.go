@@ -13,7 +13,7 @@ import (
 )
 
 // cellsAt builds fresh bucket contents: groups per bucket start.
-func cellsAt(v *aggregate.View, buckets map[string]map[string]gd) map[int64]map[string]*aggregate.GroupDelta {
+func cellsAt(v *aggregate.View, buckets map[string]map[string]gd) map[int64]map[string]*aggregate.Counters {
 	return mkBucketDelta(v, "", "", "", buckets).Buckets
 }
 

@@ -22,10 +22,10 @@ func (f *fixture) claim(v *aggregate.View, ttl time.Duration) *Claim {
 	return c
 }
 
-func cells(groups map[string]gd) map[string]*aggregate.GroupDelta {
-	out := map[string]*aggregate.GroupDelta{}
+func cells(groups map[string]gd) map[string]*aggregate.Counters {
+	out := map[string]*aggregate.Counters{}
 	for g, x := range groups {
-		gdl := &aggregate.GroupDelta{Count: x.count}
+		gdl := &aggregate.Counters{Count: x.count}
 		for _, s := range x.sums {
 			gdl.Sums = append(gdl.Sums, aggregate.MustDecimal(s))
 		}

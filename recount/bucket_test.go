@@ -69,7 +69,7 @@ func TestCompareBucketsNamesTheBucketAndSkipsExpiring(t *testing.T) {
 	h0, h1 := now.Unix(), now.Add(-time.Hour).Unix()
 	dying := now.Add(-25 * time.Hour).Unix() // expires within a minute of clock below
 	clock := v.BucketExpiry(dying).Add(-30 * time.Second)
-	want := map[string]*aggregate.GroupDelta{
+	want := map[string]*aggregate.Counters{
 		cellKey(h0, "Web"):    {Count: 2, Sums: []aggregate.Decimal{aggregate.MustDecimal("5")}},
 		cellKey(h1, "Mail"):   {Count: 1, Sums: []aggregate.Decimal{aggregate.MustDecimal("1")}},
 		cellKey(dying, "Web"): {Count: 1, Sums: []aggregate.Decimal{aggregate.MustDecimal("1")}},

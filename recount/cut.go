@@ -24,7 +24,7 @@ func (c *cut) String() string {
 
 // checkpoints reads the lease table: shard -> checkpoint. No lease table
 // (no daemon ever ran) is no checkpoint.
-func (s *Source) checkpoints(ctx context.Context) (map[string]string, error) {
+func (s *Recounter) checkpoints(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
 	if s.Leases == nil {
 		return out, nil
@@ -47,7 +47,7 @@ func (s *Source) checkpoints(ctx context.Context) (map[string]string, error) {
 // rebuildCut is the cut for rebuilding views: per shard the furthest of
 // the views' fences and the checkpoint. Reading the stream from there
 // keeps the tail short, and a rebuilt view's fences can start there.
-func (s *Source) rebuildCut(ctx context.Context, views []*aggregate.View) (*cut, map[string]*publish.Meta, error) {
+func (s *Recounter) rebuildCut(ctx context.Context, views []*aggregate.View) (*cut, map[string]*publish.Meta, error) {
 	return s.makeCut(ctx, views, maxSeq)
 }
 
@@ -55,11 +55,11 @@ func (s *Source) rebuildCut(ctx context.Context, views []*aggregate.View) (*cut,
 // fences of the views that are not lost. Every snapshot taken later holds
 // its view at or after the cut, so the records between can be folded onto
 // the state at the cut to compare.
-func (s *Source) verifyCut(ctx context.Context, views []*aggregate.View) (*cut, map[string]*publish.Meta, error) {
+func (s *Recounter) verifyCut(ctx context.Context, views []*aggregate.View) (*cut, map[string]*publish.Meta, error) {
 	return s.makeCut(ctx, views, nil)
 }
 
-func (s *Source) makeCut(ctx context.Context, views []*aggregate.View, pick func(a, b string) string) (*cut, map[string]*publish.Meta, error) {
+func (s *Recounter) makeCut(ctx context.Context, views []*aggregate.View, pick func(a, b string) string) (*cut, map[string]*publish.Meta, error) {
 	metas := map[string]*publish.Meta{}
 	for _, v := range views {
 		m, err := s.Store.Meta(ctx, v.Name)

@@ -32,14 +32,14 @@ type counted struct {
 	cut    *cut
 	metas  map[string]*publish.Meta
 	tail   *tail
-	states []map[string]*aggregate.GroupDelta // per view
+	states []map[string]*aggregate.Counters // per view
 	items  int64
 }
 
 // count reads the cut (verify's or a rebuild's), runs the scan while
 // reading the stream to past its end, and computes every view's state at
 // the cut.
-func (s *Source) count(ctx context.Context, views []*aggregate.View, o Options, verify bool) (*counted, error) {
+func (s *Recounter) count(ctx context.Context, views []*aggregate.View, o Options, verify bool) (*counted, error) {
 	for _, v := range views {
 		if err := Recountable(v); err != nil {
 			return nil, err
@@ -103,7 +103,7 @@ func (s *Source) count(ctx context.Context, views []*aggregate.View, o Options, 
 // every view. The run owns every view it recounts for its whole length:
 // it takes each view's recount lease first, renews them while it runs,
 // and stops, changing nothing more, the moment one is lost.
-func (s *Source) Rebuild(ctx context.Context, views []*aggregate.View, o Options) ([]Rebuilt, error) {
+func (s *Recounter) Rebuild(ctx context.Context, views []*aggregate.View, o Options) ([]Rebuilt, error) {
 	for _, v := range views {
 		if err := Recountable(v); err != nil {
 			return nil, err
@@ -138,7 +138,7 @@ func (s *Source) Rebuild(ctx context.Context, views []*aggregate.View, o Options
 	return out, err
 }
 
-func (s *Source) rebuild(ctx context.Context, views []*aggregate.View, claims []*publish.Claim, o Options) ([]Rebuilt, error) {
+func (s *Recounter) rebuild(ctx context.Context, views []*aggregate.View, claims []*publish.Claim, o Options) ([]Rebuilt, error) {
 	c, err := s.count(ctx, views, o, false)
 	if err != nil {
 		return nil, err
@@ -161,7 +161,7 @@ func (s *Source) rebuild(ctx context.Context, views []*aggregate.View, claims []
 
 // claim takes the recount lease of every view, or of none: it gives back
 // those it took when one is held by another run.
-func (s *Source) claim(ctx context.Context, views []*aggregate.View, o Options) ([]*publish.Claim, error) {
+func (s *Recounter) claim(ctx context.Context, views []*aggregate.View, o Options) ([]*publish.Claim, error) {
 	var claims []*publish.Claim
 	for _, v := range views {
 		c, err := s.Store.ClaimRecount(ctx, v, o.Holder, o.Lease)
@@ -183,7 +183,7 @@ func (s *Source) claim(ctx context.Context, views []*aggregate.View, o Options) 
 // A renewal that fails for another reason (Redis briefly unreachable) is
 // tried again at the next tick; if they keep failing the lease lapses and
 // the next one that reaches Redis finds it lost.
-func (s *Source) renew(ctx context.Context, claims []*publish.Claim, ttl time.Duration, stop context.CancelCauseFunc) {
+func (s *Recounter) renew(ctx context.Context, claims []*publish.Claim, ttl time.Duration, stop context.CancelCauseFunc) {
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
 	for {
@@ -205,7 +205,7 @@ func (s *Source) renew(ctx context.Context, claims []*publish.Claim, ttl time.Du
 
 // swap holds v, catches its fresh keys up with the stream to the fences
 // the hold froze, and swaps them in.
-func (s *Source) swap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.GroupDelta, o Options) (*Rebuilt, error) {
+func (s *Recounter) swap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.Counters, o Options) (*Rebuilt, error) {
 	patched := map[string]bool{} // groups rewritten by an earlier attempt
 	for attempt := 1; ; attempt++ {
 		meta, err := claim.Hold(ctx, o.Hold)
@@ -228,7 +228,7 @@ func (s *Source) swap(ctx context.Context, v *aggregate.View, claim *publish.Cla
 	}
 }
 
-func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.GroupDelta, meta *publish.Meta, patched map[string]bool) (*Rebuilt, error) {
+func (s *Recounter) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *publish.Claim, c *counted, state map[string]*aggregate.Counters, meta *publish.Meta, patched map[string]bool) (*Rebuilt, error) {
 	cps, err := s.checkpoints(ctx)
 	if err != nil {
 		return nil, err
@@ -255,7 +255,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 		return nil, err
 	}
 	final := map[string]string{}
-	catch := map[string]*aggregate.GroupDelta{}
+	catch := map[string]*aggregate.Counters{}
 	changed := maps.Clone(patched)
 	folded := 0
 	for id, f := range target {
@@ -272,10 +272,10 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 		folded += len(recs)
 		merge(catch, v, cells(v.Fold(id, streamtally.Seq(sh.from), recs, nil)), changed)
 	}
-	patch := map[string]*aggregate.GroupDelta{}
+	patch := map[string]*aggregate.Counters{}
 	for g := range changed {
-		gd := &aggregate.GroupDelta{Sums: make([]aggregate.Decimal, v.SumCount())}
-		for _, part := range []*aggregate.GroupDelta{state[g], catch[g]} {
+		gd := &aggregate.Counters{Sums: make([]aggregate.Decimal, v.SumCount())}
+		for _, part := range []*aggregate.Counters{state[g], catch[g]} {
 			if part == nil {
 				continue
 			}
@@ -311,7 +311,7 @@ func (s *Source) catchUpAndSwap(ctx context.Context, v *aggregate.View, claim *p
 
 // writeNext writes groups (cells, for a bucketed view) as whole values
 // into v's fresh keys.
-func writeNext(ctx context.Context, claim *publish.Claim, v *aggregate.View, groups map[string]*aggregate.GroupDelta) error {
+func writeNext(ctx context.Context, claim *publish.Claim, v *aggregate.View, groups map[string]*aggregate.Counters) error {
 	if v.Bucketed() {
 		return claim.WriteNextBuckets(ctx, byBucket(groups))
 	}

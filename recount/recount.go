@@ -42,8 +42,9 @@ type Stream interface {
 	Read(ctx context.Context, shard, iter string, limit int) (streamtally.Page, error)
 }
 
-// Source is what a recount reads and writes.
-type Source struct {
+// Recounter recounts views: it reads the table, its stream and the lease
+// table, and writes to the store.
+type Recounter struct {
 	DDB    *dynamodb.Client // the table
 	Table  string
 	Stream Stream
@@ -106,14 +107,14 @@ func Recountable(v *aggregate.View) error {
 	return nil
 }
 
-func (s *Source) progress(format string, args ...any) {
+func (s *Recounter) progress(format string, args ...any) {
 	if s.Progress != nil {
 		fmt.Fprintf(s.Progress, format+"\n", args...)
 	}
 }
 
 // keySchema returns the names of the table's key attributes.
-func (s *Source) keySchema(ctx context.Context) ([]string, error) {
+func (s *Recounter) keySchema(ctx context.Context) ([]string, error) {
 	out, err := s.DDB.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &s.Table})
 	if err != nil {
 		return nil, fmt.Errorf("describe table %s: %w", s.Table, err)

@@ -21,7 +21,7 @@ import (
 // the cut, which the state-at-cut rule would then count as current. The
 // rate limit spreads the reads so that production traffic keeps its
 // capacity.
-func (s *Source) scanTable(ctx context.Context, keys []string, o Options, add func(key string, img streamtally.Image)) (int64, error) {
+func (s *Recounter) scanTable(ctx context.Context, keys []string, o Options, add func(key string, img streamtally.Image)) (int64, error) {
 	var lim *rate.Limiter
 	if o.Rate > 0 {
 		// A page is asked for only once the bucket holds it, so a page

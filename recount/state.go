@@ -76,7 +76,7 @@ func newScanned(views []*aggregate.View) *scanned {
 // contribution folds one image into v as an INSERT, through the same fold
 // the daemon uses, so that whatever a view makes of an image, a recount
 // makes of it too.
-func contribution(v *aggregate.View, img streamtally.Image) map[string]*aggregate.GroupDelta {
+func contribution(v *aggregate.View, img streamtally.Image) map[string]*aggregate.Counters {
 	if img == nil {
 		return nil
 	}
@@ -86,11 +86,11 @@ func contribution(v *aggregate.View, img streamtally.Image) map[string]*aggregat
 // cells returns a delta's groups keyed so that one map holds any view: a
 // bucketed view's groups are keyed by cellKey(bucket, group), so that
 // everything the recount adds up works per bucket and group alike.
-func cells(d *aggregate.Delta) map[string]*aggregate.GroupDelta {
+func cells(d *aggregate.Delta) map[string]*aggregate.Counters {
 	if !d.View.Bucketed() {
 		return d.Groups
 	}
-	out := map[string]*aggregate.GroupDelta{}
+	out := map[string]*aggregate.Counters{}
 	for b, gs := range d.Buckets {
 		for g, gd := range gs {
 			out[cellKey(b, g)] = gd
@@ -106,13 +106,13 @@ func cellKey(bucket int64, group string) string {
 }
 
 // byBucket splits cells of a bucketed view back into buckets and groups.
-func byBucket(c map[string]*aggregate.GroupDelta) map[int64]map[string]*aggregate.GroupDelta {
-	out := map[int64]map[string]*aggregate.GroupDelta{}
+func byBucket(c map[string]*aggregate.Counters) map[int64]map[string]*aggregate.Counters {
+	out := map[int64]map[string]*aggregate.Counters{}
 	for k, gd := range c {
 		i := strings.IndexByte(k, 0)
 		b, _ := strconv.ParseInt(k[:i], 10, 64)
 		if out[b] == nil {
-			out[b] = map[string]*aggregate.GroupDelta{}
+			out[b] = map[string]*aggregate.Counters{}
 		}
 		out[b][k[i+1:]] = gd
 	}
@@ -121,7 +121,7 @@ func byBucket(c map[string]*aggregate.GroupDelta) map[int64]map[string]*aggregat
 
 // add records the image the scan read for the item key.
 func (s *scanned) add(key string, img streamtally.Image) {
-	per := make([]map[string]*aggregate.GroupDelta, len(s.views))
+	per := make([]map[string]*aggregate.Counters, len(s.views))
 	for i, v := range s.views {
 		per[i] = contribution(v, img)
 	}
@@ -159,10 +159,10 @@ func (s *scanned) add(key string, img streamtally.Image) {
 // (in shard lineage order): such an item was, at the cut, that record's
 // old image, or absent if the record is an INSERT. Every other item did not
 // change between the cut and the scan's read of it.
-func (s *scanned) atCut(first map[string]*streamtally.Record) []map[string]*aggregate.GroupDelta {
+func (s *scanned) atCut(first map[string]*streamtally.Record) []map[string]*aggregate.Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]map[string]*aggregate.GroupDelta, len(s.views))
+	out := make([]map[string]*aggregate.Counters, len(s.views))
 	touched := make([]bool, len(s.slot))
 	for k := range first {
 		if slot, ok := s.slot[k]; ok {
@@ -170,7 +170,7 @@ func (s *scanned) atCut(first map[string]*streamtally.Record) []map[string]*aggr
 		}
 	}
 	for i, v := range s.views {
-		groups := map[string]*aggregate.GroupDelta{}
+		groups := map[string]*aggregate.Counters{}
 		for slot, shs := range s.shares[i] {
 			if touched[slot] {
 				continue
@@ -192,10 +192,10 @@ func (s *scanned) atCut(first map[string]*streamtally.Record) []map[string]*aggr
 	return out
 }
 
-func addTo(groups map[string]*aggregate.GroupDelta, v *aggregate.View, g string, count int64, sums []aggregate.Decimal) {
+func addTo(groups map[string]*aggregate.Counters, v *aggregate.View, g string, count int64, sums []aggregate.Decimal) {
 	gd := groups[g]
 	if gd == nil {
-		gd = &aggregate.GroupDelta{Sums: make([]aggregate.Decimal, v.SumCount())}
+		gd = &aggregate.Counters{Sums: make([]aggregate.Decimal, v.SumCount())}
 		if v.SumCount() == 0 {
 			gd.Sums = nil
 		}
@@ -209,7 +209,7 @@ func addTo(groups map[string]*aggregate.GroupDelta, v *aggregate.View, g string,
 
 // merge adds a delta's groups into groups and returns the names of the
 // groups it changed.
-func merge(groups map[string]*aggregate.GroupDelta, v *aggregate.View, d map[string]*aggregate.GroupDelta, changed map[string]bool) {
+func merge(groups map[string]*aggregate.Counters, v *aggregate.View, d map[string]*aggregate.Counters, changed map[string]bool) {
 	for g, gd := range d {
 		addTo(groups, v, g, gd.Count, gd.Sums)
 		changed[g] = true

@@ -38,7 +38,7 @@ func ins(shard string, n streamtally.Image) rec    { return rec{shard, streamtal
 func mod(shard string, o, n streamtally.Image) rec { return rec{shard, streamtally.Modify, o, n} }
 func del(shard string, o streamtally.Image) rec    { return rec{shard, streamtally.Remove, o, nil} }
 func keysOf(i streamtally.Image) streamtally.Image { return streamtally.Image{"id": i["id"]} }
-func render(groups map[string]*aggregate.GroupDelta) string {
+func render(groups map[string]*aggregate.Counters) string {
 	var b strings.Builder
 	for _, g := range slices.Sorted(maps.Keys(groups)) {
 		gd := groups[g]
@@ -141,7 +141,7 @@ func TestStateAtCutTakesTheFirstRecordsOldImageOverTheScan(t *testing.T) {
 			if got := render(cut); got != c.cut {
 				t.Errorf("at the cut: %q, want %q", got, c.cut)
 			}
-			now := map[string]*aggregate.GroupDelta{}
+			now := map[string]*aggregate.Counters{}
 			changed := map[string]bool{}
 			merge(now, v, cut, changed)
 			for _, id := range []string{"a", "b"} {

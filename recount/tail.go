@@ -28,7 +28,7 @@ const emptyPages = 3
 // image at the cut, and the records up to the final fences are folded onto
 // the state at the cut.
 type tail struct {
-	src    *Source
+	src    *Recounter
 	cut    *cut
 	poll   time.Duration
 	shards map[string]*tailShard
@@ -47,7 +47,7 @@ type tailShard struct {
 	caughtAt   time.Time
 }
 
-func newTail(src *Source, c *cut, poll time.Duration) *tail {
+func newTail(src *Recounter, c *cut, poll time.Duration) *tail {
 	return &tail{src: src, cut: c, poll: poll, shards: map[string]*tailShard{}}
 }
 

@@ -51,7 +51,7 @@ type Verified struct {
 // records between the cut and those fences are folded onto the state at
 // the cut, so both sides stand at the same point of the stream. A lost
 // view is drift.
-func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options) ([]Verified, error) {
+func (s *Recounter) Verify(ctx context.Context, views []*aggregate.View, o Options) ([]Verified, error) {
 	c, err := s.count(ctx, views, o, true)
 	if err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 		if err := c.tail.readThrough(ctx, target); err != nil {
 			return out, err
 		}
-		want := map[string]*aggregate.GroupDelta{}
+		want := map[string]*aggregate.Counters{}
 		changed := map[string]bool{}
 		merge(want, v, c.states[i], changed)
 		for id, f := range target {
@@ -130,7 +130,7 @@ func (s *Source) Verify(ctx context.Context, views []*aggregate.View, o Options)
 
 // expected renders groups as Redis holds them: a group with no items is
 // absent from every hash.
-func expected(v *aggregate.View, groups map[string]*aggregate.GroupDelta) map[string]map[string]string {
+func expected(v *aggregate.View, groups map[string]*aggregate.Counters) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for i, m := range v.Measures {
 		vals := map[string]string{}
@@ -160,7 +160,7 @@ const expiryGuard = time.Minute
 // their retention are out of scope on both sides: the fold drops them and
 // Redis has expired them; so are those about to be (expiryGuard), judged
 // by Redis's clock at the snapshot.
-func compareBuckets(v *aggregate.View, want map[string]*aggregate.GroupDelta, got *publish.Series, now time.Time) (int, []Drift) {
+func compareBuckets(v *aggregate.View, want map[string]*aggregate.Counters, got *publish.Series, now time.Time) (int, []Drift) {
 	live := func(start int64) bool { return v.BucketExpiry(start).After(now.Add(expiryGuard)) }
 	exp := map[string]map[string]map[string]string{}
 	groups := 0

@@ -40,7 +40,7 @@ func (f *recountFlags) register(fs *flag.FlagSet) {
 
 // recountSetup loads the configuration, checks the flags once and opens
 // everything a recount reads and writes.
-func recountSetup(ctx context.Context, name string, args []string, needView bool, stderr io.Writer) (*recount.Source, []*aggregate.View, *recountFlags, func(), error) {
+func recountSetup(ctx context.Context, name string, args []string, needView bool, stderr io.Writer) (*recount.Recounter, []*aggregate.View, *recountFlags, func(), error) {
 	var f recountFlags
 	cfg, err := loadConfig(name, args, f.register)
 	if err != nil {
@@ -103,7 +103,7 @@ func recountSetup(ctx context.Context, name string, args []string, needView bool
 	host, _ := os.Hostname()
 	f.opts.Holder = fmt.Sprintf("%s (pid %d on %s, started %s)", name, os.Getpid(), host, time.Now().UTC().Format(time.RFC3339))
 	log := slog.New(slog.DiscardHandler)
-	s := &recount.Source{
+	s := &recount.Recounter{
 		DDB:      src.table,
 		Table:    table,
 		Stream:   src.stream,

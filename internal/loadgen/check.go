@@ -25,7 +25,7 @@ func (d Diff) String() string {
 }
 
 // Expected computes what every measure of v should hold for items.
-func Expected(v *aggregate.View, totals map[string]*aggregate.GroupDelta) map[string]map[string]string {
+func Expected(v *aggregate.View, totals map[string]*aggregate.Counters) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for i, m := range v.Measures {
 		vals := map[string]string{}
