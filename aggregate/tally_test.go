@@ -18,7 +18,7 @@ import (
 type memStore struct {
 	mu       sync.Mutex
 	fences   map[string]map[string]streamtally.Seq // shard -> view -> fence
-	totals   map[string]map[string]*Counters     // view -> group -> totals
+	totals   map[string]map[string]*Counters       // view -> group -> totals
 	held     map[string]bool                       // views ever applied
 	lost     map[string]string                     // view -> why it was marked lost
 	applied  []*Delta                              // every Apply call, in order
