@@ -25,8 +25,8 @@ type Hub struct {
 	order []*viewHub
 }
 
-// HubOptions configures a Hub.
-type HubOptions struct {
+// hubOptions configures a Hub.
+type hubOptions struct {
 	Client  redis.UniversalClient
 	Prefix  string
 	Views   []*aggregate.View
@@ -37,8 +37,8 @@ type HubOptions struct {
 	metrics *metrics
 }
 
-// NewHub returns a hub for the views; Run starts its subscriptions.
-func NewHub(o HubOptions) *Hub {
+// newHub returns a hub for the views; Run starts its subscriptions.
+func newHub(o hubOptions) *Hub {
 	h := &Hub{views: map[string]*viewHub{}}
 	store := publish.NewRedis(o.Client, o.Prefix, nil)
 	for _, v := range o.Views {

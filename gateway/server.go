@@ -85,7 +85,7 @@ func New(o Options) *Server {
 		auth:    NewAuth(o.Serve),
 		store:   publish.NewRedis(o.Client, o.Prefix, nil),
 		views:   map[string]*aggregate.View{},
-		hub: NewHub(HubOptions{
+		hub: newHub(hubOptions{
 			Client: o.Client, Prefix: o.Prefix, Views: views,
 			Buffer: o.Serve.ClientBuffer, History: o.Serve.History, Check: o.Serve.Heartbeat, Log: o.Log,
 			metrics: m,
