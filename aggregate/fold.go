@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"strconv"
+
 	"github.com/streamtally/streamtally"
 )
 
@@ -189,6 +191,30 @@ func (d *Delta) add(c Contribution, sign int64, nowMS int64) {
 		}
 		g.Sums[i] = g.Sums[i].Add(s)
 	}
+}
+
+// Values renders counters as a store holds them and a reader sees them:
+// per measure, per group with items, the count or the exact decimal as
+// text. A group with no items is absent from every measure. It is the one
+// form in which computed and stored values are compared.
+func (v *View) Values(groups map[string]*Counters) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for i, m := range v.Measures {
+		vals := map[string]string{}
+		si := v.SumIndex(i)
+		for g, c := range groups {
+			if c.Count == 0 {
+				continue
+			}
+			if si < 0 {
+				vals[g] = strconv.FormatInt(c.Count, 10)
+			} else {
+				vals[g] = c.Sums[si].String()
+			}
+		}
+		out[m.Name] = vals
+	}
+	return out
 }
 
 // Totals computes a view without buckets from scratch over a set of

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/streamtally/streamtally"
@@ -120,34 +119,12 @@ func (s *Recounter) Verify(ctx context.Context, views []*aggregate.View, o Optio
 			out = append(out, res)
 			continue
 		}
-		exp := expected(v, want)
+		exp := v.Values(want)
 		res.Groups = len(exp[v.Measures[0].Name])
-		res.Drift = compare(v.Name, exp, snap.Measures)
+		res.Drift = Compare(v.Name, exp, snap.Measures)
 		out = append(out, res)
 	}
 	return out, nil
-}
-
-// expected renders groups as Redis holds them: a group with no items is
-// absent from every hash.
-func expected(v *aggregate.View, groups map[string]*aggregate.Counters) map[string]map[string]string {
-	out := map[string]map[string]string{}
-	for i, m := range v.Measures {
-		vals := map[string]string{}
-		si := v.SumIndex(i)
-		for g, gd := range groups {
-			if gd.Count == 0 {
-				continue
-			}
-			if si < 0 {
-				vals[g] = strconv.FormatInt(gd.Count, 10)
-			} else {
-				vals[g] = gd.Sums[si].String()
-			}
-		}
-		out[m.Name] = vals
-	}
-	return out
 }
 
 // expiryGuard keeps buckets that expire this close to the snapshot out of
@@ -168,7 +145,7 @@ func compareBuckets(v *aggregate.View, want map[string]*aggregate.Counters, got 
 		if !live(start) {
 			continue
 		}
-		e := expected(v, gs)
+		e := v.Values(gs)
 		if len(e[v.Measures[0].Name]) == 0 {
 			continue
 		}
@@ -177,7 +154,7 @@ func compareBuckets(v *aggregate.View, want map[string]*aggregate.Counters, got 
 	}
 	var out []Drift
 	for b, e := range exp {
-		for _, d := range compare(v.Name, e, got.Buckets[b]) {
+		for _, d := range Compare(v.Name, e, got.Buckets[b]) {
 			d.Bucket = b
 			out = append(out, d)
 		}
@@ -194,7 +171,7 @@ func compareBuckets(v *aggregate.View, want map[string]*aggregate.Counters, got 
 		for _, m := range v.Measures {
 			none[m.Name] = nil
 		}
-		for _, d := range compare(v.Name, none, ms) {
+		for _, d := range Compare(v.Name, none, ms) {
 			d.Bucket = b
 			out = append(out, d)
 		}
@@ -211,7 +188,10 @@ func compareBuckets(v *aggregate.View, want map[string]*aggregate.Counters, got 
 	return groups, out
 }
 
-func compare(view string, want, got map[string]map[string]string) []Drift {
+// Compare lists, per measure and group, where got (what a store holds)
+// differs from want (what the table gives, in View.Values form), exactly,
+// as text. A measure only got has differs in every group.
+func Compare(view string, want, got map[string]map[string]string) []Drift {
 	var out []Drift
 	for m, wv := range want {
 		gv := got[m]
@@ -224,6 +204,14 @@ func compare(view string, want, got map[string]map[string]string) []Drift {
 			if _, ok := wv[g]; !ok {
 				out = append(out, Drift{View: view, Measure: m, Group: g, Got: x})
 			}
+		}
+	}
+	for m, gv := range got {
+		if _, ok := want[m]; ok {
+			continue
+		}
+		for g, x := range gv {
+			out = append(out, Drift{View: view, Measure: m, Group: g, Got: x})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

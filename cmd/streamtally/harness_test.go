@@ -31,6 +31,7 @@ import (
 	"github.com/streamtally/streamtally/internal/loadgen"
 	"github.com/streamtally/streamtally/internal/testenv"
 	"github.com/streamtally/streamtally/publish"
+	"github.com/streamtally/streamtally/recount"
 )
 
 var binary string
@@ -447,7 +448,7 @@ func (e *env) checkDeltas(s *subscriber) {
 				}
 			}
 		}
-		if diffs := loadgen.Compare(v.Name, want, got); len(diffs) > 0 {
+		if diffs := recount.Compare(v.Name, want, got); len(diffs) > 0 {
 			e.t.Fatalf("view %s: deltas summed differ from the hashes: %v", v.Name, diffs[:min(5, len(diffs))])
 		}
 		e.t.Logf("view %s: %d versions, deltas sum to the hashes exactly", v.Name, snap.Version)

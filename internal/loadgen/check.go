@@ -4,46 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/streamtally/streamtally/aggregate"
 	"github.com/streamtally/streamtally/publish"
+	"github.com/streamtally/streamtally/recount"
 )
 
 // Diff is one counter that differs from the full-scan recomputation.
-type Diff struct {
-	View, Measure, Group string
-	Want, Got            string // "" when absent
-}
-
-func (d Diff) String() string {
-	return fmt.Sprintf("%s.%s[%q]: redis %q, scan %q", d.View, d.Measure, d.Group, d.Got, d.Want)
-}
-
-// Expected computes what every measure of v should hold for items.
-func Expected(v *aggregate.View, totals map[string]*aggregate.Counters) map[string]map[string]string {
-	out := map[string]map[string]string{}
-	for i, m := range v.Measures {
-		vals := map[string]string{}
-		si := v.SumIndex(i)
-		for g, t := range totals {
-			if t.Count == 0 {
-				continue
-			}
-			if si < 0 {
-				vals[g] = strconv.FormatInt(t.Count, 10)
-			} else {
-				vals[g] = t.Sums[si].String()
-			}
-		}
-		out[m.Name] = vals
-	}
-	return out
-}
+type Diff = recount.Drift
 
 // Check scans table, recomputes every view and compares it with the
 // snapshot in Redis, exactly, as strings. A bucketed view is compared
@@ -63,7 +34,7 @@ func Check(ctx context.Context, ddb *dynamodb.Client, table string, store *publi
 			if err != nil {
 				return nil, err
 			}
-			diffs = append(diffs, Compare(v.Name, Expected(v, v.Totals(items)), snap.Measures)...)
+			diffs = append(diffs, recount.Compare(v.Name, v.Values(v.Totals(items)), snap.Measures)...)
 			continue
 		}
 		s, err := store.Series(ctx, v, allTime[0], allTime[1])
@@ -79,7 +50,7 @@ func Check(ctx context.Context, ddb *dynamodb.Client, table string, store *publi
 				}
 			}
 			for b, groups := range v.BucketTotals(items) {
-				for m, vals := range Expected(v, groups) {
+				for m, vals := range v.Values(groups) {
 					want[aggregate.BucketName(b)+" "+m] = vals
 				}
 			}
@@ -87,7 +58,7 @@ func Check(ctx context.Context, ddb *dynamodb.Client, table string, store *publi
 			if got, err = sumBuckets(s); err != nil {
 				return nil, fmt.Errorf("view %s: %w", v.Name, err)
 			}
-			want = Expected(v, v.Unbucketed().Totals(items))
+			want = v.Values(v.Unbucketed().Totals(items))
 		}
 		for _, sides := range []map[string]map[string]string{got, want} {
 			for m, groups := range sides {
@@ -96,7 +67,7 @@ func Check(ctx context.Context, ddb *dynamodb.Client, table string, store *publi
 				}
 			}
 		}
-		diffs = append(diffs, Compare(v.Name, want, got)...)
+		diffs = append(diffs, recount.Compare(v.Name, want, got)...)
 	}
 	return diffs, nil
 }
@@ -134,36 +105,6 @@ func sumBuckets(s *publish.Series) (map[string]map[string]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// Compare lists the differences between two sets of measures.
-func Compare(view string, want, got map[string]map[string]string) []Diff {
-	var diffs []Diff
-	for m, wv := range want {
-		gv := got[m]
-		for g, w := range wv {
-			if gv[g] != w {
-				diffs = append(diffs, Diff{view, m, g, w, gv[g]})
-			}
-		}
-		for g, x := range gv {
-			if _, ok := wv[g]; !ok {
-				diffs = append(diffs, Diff{view, m, g, "", x})
-			}
-		}
-	}
-	// A measure only Redis has (a bucket the scan does not know) differs
-	// in every group.
-	for m, gv := range got {
-		if _, ok := want[m]; ok {
-			continue
-		}
-		for g, x := range gv {
-			diffs = append(diffs, Diff{view, m, g, "", x})
-		}
-	}
-	sort.Slice(diffs, func(i, j int) bool { return diffs[i].String() < diffs[j].String() })
-	return diffs
 }
 
 func asErr[T error](err error, target *T) bool { return errors.As(err, target) }
