@@ -20,19 +20,10 @@ type View struct {
 	Measures []Measure // sorted by name
 
 	groupBy [][]string
-	sums    []int // indexes into Measures of the sum measures, in order
+	sums    []int // indexes into Measures of the measures with a value of their own, in order
 	filter  []condition
 	bucket  *bucketing // nil: one set of totals
 	now     func() time.Time
-}
-
-// Measure is one measure of a view.
-type Measure struct {
-	Name string
-	Kind string // Count or Sum
-	Attr string // for Sum: the dotted attribute path
-
-	path []string
 }
 
 // NewView compiles a validated view definition.
@@ -42,9 +33,8 @@ func NewView(c Spec) *View {
 		v.groupBy = append(v.groupBy, strings.Split(g, "."))
 	}
 	for _, m := range c.Measures {
-		mm := Measure{Name: m.Name, Kind: m.Func, Attr: m.Attr}
-		if m.Func == Sum {
-			mm.path = strings.Split(m.Attr, ".")
+		mm := compileMeasure(m)
+		if mm.fn != nil {
 			v.sums = append(v.sums, len(v.Measures))
 		}
 		v.Measures = append(v.Measures, mm)
@@ -61,12 +51,13 @@ func NewViews(cs []Spec) []*View {
 	return vs
 }
 
-// SumCount is how many sum measures the view has; Counters.Sums has
-// this length.
+// SumCount is how many measures have a value of their own (every one but
+// count); Counters.Sums has this length.
 func (v *View) SumCount() int { return len(v.sums) }
 
 // SumIndex maps the i-th measure to its slot in Counters.Sums, or -1 for
-// a count measure.
+// a count measure, whose value is the group's item count. A store keeps
+// the two kinds apart by it.
 func (v *View) SumIndex(i int) int {
 	for j, m := range v.sums {
 		if m == i {
@@ -123,18 +114,9 @@ func (v *View) Contribute(img streamtally.Image) (Contribution, Reason, bool) {
 		c.Sums = make([]Decimal, len(v.sums))
 	}
 	for j, mi := range v.sums {
-		m := &v.Measures[mi]
-		av, ok := lookup(img, m.path)
+		d, reason, ok := v.Measures[mi].fn.value(img)
 		if !ok {
-			return Contribution{}, Reason{MissingSum, "missing summed attribute " + m.Attr}, false
-		}
-		n, ok := av.(*streamtally.N)
-		if !ok {
-			return Contribution{}, Reason{BadSum, "summed attribute " + m.Attr + " is " + typeName(av) + ", not a number"}, false
-		}
-		d, err := ParseNumber(n.Value)
-		if err != nil {
-			return Contribution{}, Reason{BadNumber, "summed attribute " + m.Attr + ": " + err.Error()}, false
+			return Contribution{}, reason, false
 		}
 		c.Sums[j] = d
 	}

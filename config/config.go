@@ -235,7 +235,7 @@ func Load(path string) (*Config, error) {
 
 var (
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	sumRE     = regexp.MustCompile(`^sum\(\s*([^()\s]+)\s*\)$`)
+	measureRE = regexp.MustCompile(`^([a-z_]+)\(\s*([^()\s]+)\s*\)$`)
 	pathRE    = regexp.MustCompile(`^[^.\s]+(\.[^.\s]+)*$`)
 	logLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
 
@@ -353,14 +353,12 @@ func (v *View) validate(at string, seen map[string]bool) error {
 			return errorf("%s.measures.%s: names must be letters, digits, '_', '.', '-' and not start with '_'", at, name)
 		}
 		fn = strings.TrimSpace(fn)
-		switch m := sumRE.FindStringSubmatch(fn); {
-		case fn == "count":
-			spec.Measures = append(spec.Measures, aggregate.MeasureSpec{Name: name, Func: aggregate.Count})
-		case m != nil && pathRE.MatchString(m[1]):
-			spec.Measures = append(spec.Measures, aggregate.MeasureSpec{Name: name, Func: aggregate.Sum, Attr: m[1]})
-		default:
-			return errorf("%s.measures.%s: unknown function %q (want count or sum(<attribute>))", at, name, fn)
+		m, ok := parseMeasure(name, fn)
+		if !ok {
+			fns := aggregate.Functions()
+			return errorf("%s.measures.%s: unknown function %q (want %s or %s)", at, name, fn, strings.Join(fns[:len(fns)-1], ", "), fns[len(fns)-1])
 		}
+		spec.Measures = append(spec.Measures, m)
 	}
 	sort.Slice(spec.Measures, func(i, j int) bool { return spec.Measures[i].Name < spec.Measures[j].Name })
 	if v.Bucket != nil {
@@ -440,4 +438,20 @@ func (c Config) Redacted() Config {
 		c.Serve.Tokens = tokens
 	}
 	return c
+}
+
+// parseMeasure reads "count" or "fn(attr)" for a function aggregate knows.
+func parseMeasure(name, text string) (aggregate.MeasureSpec, bool) {
+	fn, attr := text, ""
+	if m := measureRE.FindStringSubmatch(text); m != nil {
+		if !pathRE.MatchString(m[2]) {
+			return aggregate.MeasureSpec{}, false
+		}
+		fn, attr = m[1], m[2]
+	}
+	known, takesAttr := aggregate.Function(fn)
+	if !known || takesAttr != (attr != "") {
+		return aggregate.MeasureSpec{}, false
+	}
+	return aggregate.MeasureSpec{Name: name, Func: fn, Attr: attr}, true
 }

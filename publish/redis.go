@@ -162,8 +162,8 @@ func randomID() string {
 func (r *Redis) Apply(ctx context.Context, d *aggregate.Delta) error {
 	k := KeysFor(r.prefix, d.View.Name)
 	var kinds strings.Builder
-	for _, m := range d.View.Measures {
-		if m.Kind == aggregate.Sum {
+	for i := range d.View.Measures {
+		if d.View.SumIndex(i) >= 0 {
 			kinds.WriteByte('s')
 		} else {
 			kinds.WriteByte('c')

@@ -303,8 +303,8 @@ func (c *Claim) WriteNextBuckets(ctx context.Context, buckets map[int64]map[stri
 func (c *Claim) write(ctx context.Context, buckets map[int64]map[string]*aggregate.Counters) error {
 	v := c.view
 	var kinds strings.Builder
-	for _, m := range v.Measures {
-		if m.Kind == aggregate.Sum {
+	for i := range v.Measures {
+		if v.SumIndex(i) >= 0 {
 			kinds.WriteByte('s')
 		} else {
 			kinds.WriteByte('c')
