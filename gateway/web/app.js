@@ -139,7 +139,7 @@
     for (const m of info.measures) {
       const box = el("div", "measure");
       const mh = el("div", "measure-head");
-      mh.append(el("span", "measure-name", m.name + (m.func === "sum" ? " \u00b7 sum(" + m.attr + ")" : " \u00b7 count")));
+      mh.append(el("span", "measure-name", m.name + (m.attr ? " \u00b7 " + m.func + "(" + m.attr + ")" : " \u00b7 " + m.func)));
       const total = el("span", "total", "\u2013");
       total.dataset.total = info.name + "/" + m.name;
       box.append(mh, total);
