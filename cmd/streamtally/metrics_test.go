@@ -167,7 +167,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	t.Setenv("STREAMTALLY_REDIS_PASSWORD", secret)
 	d := e.startWith("w1", e.config("w1", r.Addr()))
-	waitFor(t, 30*time.Second, "the daemon to start", func() bool { return len(logLines(d.logText(), "starting")) > 0 })
+	// Until its shard is open the daemon fails earlier, reading fences,
+	// and never reaches an apply: rotate only once it reads the shard.
+	waitFor(t, 30*time.Second, "the daemon to open its shard", func() bool { return len(logLines(d.logText(), "starting shard")) > 0 })
 	// The password changes under the running daemon (a rotation gone
 	// wrong): every reconnect now fails with the secret in hand.
 	admin = redis.NewClient(&redis.Options{Addr: r.Addr(), Password: secret})
